@@ -1,0 +1,124 @@
+/**
+ * Throughput of the tokenizer and the line splitter on generated `conntrack -L -p tcp -u UNREPLIED`
+ * output: mostly candidate lines of both families, some in other states, some zoned, some with
+ * timestamps and ids.
+ *
+ * Run: `deno bench bench/tokenizer_bench.ts`. Each benchmark handles `n` lines per iteration, so
+ * lines per second = n / (avg time per iteration); the file also prints that figure for each size
+ * from a separate timed pass (a best of three), so no conversion is needed.
+ *
+ * @module
+ */
+import { splitLines } from "../lib/lines.ts";
+import { tokenizeLine } from "../lib/tokenizer.ts";
+
+/** A small deterministic generator (mulberry32), so that every run sees the same input. */
+function random(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * `count` lines as conntrack 1.4.7 prints them: 85% `SYN_SENT [UNREPLIED]` (a third IPv6, a tenth
+ * zoned), 10% `SYN_RECV`/`CLOSE` unreplied, 5% with `delta-time=` and `id=`.
+ */
+export function generateLines(count: number, seed = 1): string[] {
+  const next = random(seed);
+  const lines: string[] = new Array(count);
+  for (let n = 0; n < count; n++) {
+    const r = next();
+    const v6 = next() < 0.33;
+    const client = v6
+      ? `2001:db8:${(n >>> 16).toString(16)}::${(n & 0xffff).toString(16)}`
+      : `198.51.${100 + ((n >>> 16) & 0x3f)}.${(n >>> 8) & 0xff}`;
+    const vip = v6 ? `2001:db8:100::${(n % 50) + 1}` : `192.0.2.${(n % 50) + 1}`;
+    const sport = 32768 + (n % 28000);
+    const dport = next() < 0.7 ? 443 : 80;
+    const state = r < 0.85 ? "SYN_SENT" : r < 0.9 ? "SYN_RECV" : "CLOSE";
+    const timeout = Math.floor(next() * 120);
+    const zone = next() < 0.1 ? ` zone=${1 + Math.floor(next() * 9)}` : "";
+    const extra = next() < 0.05 ? ` delta-time=${Math.floor(next() * 300)}` : "";
+    const id = extra ? ` id=${Math.floor(next() * 4294967295)}` : "";
+    lines[n] = `tcp      6 ${timeout} ${state} src=${client} dst=${vip} sport=${sport} ` +
+      `dport=${dport} [UNREPLIED] src=${vip} dst=${client} sport=${dport} dport=${sport} ` +
+      `mark=0${zone}${extra} use=1${id}`;
+  }
+  return lines;
+}
+
+/** Splits `text` into chunks the size conntrack's pipe delivers. */
+function toChunks(text: string, size = 64 * 1024): Uint8Array[] {
+  const bytes = new TextEncoder().encode(text);
+  const chunks: Uint8Array[] = [];
+  for (let at = 0; at < bytes.length; at += size) chunks.push(bytes.subarray(at, at + size));
+  return chunks;
+}
+
+function tokenizeAll(lines: readonly string[]): number {
+  let candidates = 0;
+  for (const line of lines) {
+    if (tokenizeLine(line).kind === "candidate") candidates++;
+  }
+  return candidates;
+}
+
+async function splitAll(chunks: readonly Uint8Array[]): Promise<number> {
+  let count = 0;
+  for await (const _ of splitLines(ReadableStream.from(chunks))) count++;
+  return count;
+}
+
+const SIZES = [10_000, 100_000, 1_000_000] as const;
+const inputs = new Map(SIZES.map((n) => [n, generateLines(n, n)]));
+
+for (const n of SIZES) {
+  const lines = inputs.get(n) ?? [];
+  // Sanity: a tokenizer that rejected the input would look fast.
+  const candidates = tokenizeAll(lines);
+  if (candidates < n * 0.8) throw new Error(`only ${candidates} of ${n} lines are candidates`);
+  let best = Infinity;
+  for (let run = 0; run < 3; run++) {
+    const t0 = performance.now();
+    tokenizeAll(lines);
+    best = Math.min(best, performance.now() - t0);
+  }
+  console.log(
+    `tokenizeLine: ${n} lines in ${best.toFixed(1)} ms = ` +
+      `${Math.round(n / (best / 1000)).toLocaleString("en")} lines/s`,
+  );
+  Deno.bench({ name: `tokenizeLine x ${n} lines`, group: "tokenize", n: n < 1e6 ? 20 : 5 }, () => {
+    tokenizeAll(lines);
+  });
+}
+
+const million = inputs.get(1_000_000) ?? [];
+const chunks = toChunks(million.join("\n") + "\n");
+{
+  const count = await splitAll(chunks);
+  if (count !== million.length) throw new Error(`split ${count} lines, expected ${million.length}`);
+  let best = Infinity;
+  for (let run = 0; run < 3; run++) {
+    const t0 = performance.now();
+    await splitAll(chunks);
+    best = Math.min(best, performance.now() - t0);
+  }
+  console.log(
+    `splitLines: ${million.length} lines (${(chunks.length * 64 / 1024).toFixed(0)} MiB) in ` +
+      `${best.toFixed(1)} ms = ${Math.round(million.length / (best / 1000)).toLocaleString("en")} ` +
+      `lines/s`,
+  );
+}
+
+Deno.bench({ name: "splitLines x 1000000 lines", group: "split", n: 5 }, async () => {
+  await splitAll(chunks);
+});
+
+Deno.bench({ name: "splitLines + tokenizeLine x 1000000 lines", group: "split", n: 5 }, async () => {
+  for await (const line of splitLines(ReadableStream.from(chunks))) tokenizeLine(line);
+});

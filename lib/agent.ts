@@ -1,0 +1,263 @@
+/**
+ * The agent's loop: list, assess, delete, report; then wait one full period.
+ *
+ * Everything outside the process (conntrack, time, logs, deletion, the NAT rules) comes in
+ * through {@link AgentDeps}, so the loop is tested without processes or sleeps.
+ *
+ * @module
+ */
+import type { Clock } from "./clock.ts";
+import type { SpawnCommand } from "./command.ts";
+import { dumpCandidates } from "./conntrack.ts";
+import type { Deleter } from "./deleter.ts";
+import type { Candidate, Flow } from "./flow.ts";
+import { describeFlow, flowKey } from "./flow.ts";
+import type { Logger, LogProperties } from "./log.ts";
+import type { NatReader } from "./nat.ts";
+import type { CycleObserver, CycleReport, DeletionRecord } from "./report.ts";
+import { Tracker } from "./tracker.ts";
+import type { Assessment, Verdict } from "./verdict.ts";
+
+/** The outside world, as the loop sees it. */
+export interface AgentDeps {
+  /** Starts conntrack. */
+  readonly spawn: SpawnCommand;
+  /** Time and sleeping. */
+  readonly clock: Clock;
+  /** Where deletions, warnings and failures are logged. */
+  readonly logger: Logger;
+  /** Deletes a cycle's stale flows. */
+  readonly deleter: Deleter;
+  /** Learns the node's DNAT destinations for the `nat` rule; absent when the rule is off. */
+  readonly nat?: NatReader;
+  /** Receives one report per cycle (metrics, health). */
+  readonly observer?: CycleObserver;
+}
+
+/** What the loop does. */
+export interface AgentOptions {
+  /** The conntrack program. */
+  readonly conntrack: string;
+  /** Pause after each cycle, in milliseconds. */
+  readonly periodMs: number;
+  /** Renewals tolerated before the `renewal` rule deletes. */
+  readonly renewalThreshold: number;
+  /** Unreplied age at which the `age` rule deletes; 0 turns it off. */
+  readonly unrepliedMaxAgeMs: number;
+  /** Log and count what would be deleted; delete nothing. */
+  readonly dryRun: boolean;
+  /** Keeps only the flows the operator aimed the agent at. */
+  readonly accept?: (flow: Flow) => boolean;
+}
+
+/** What one cycle found and did, for `scan` and tests. */
+export interface CycleResult {
+  /** The cycle's report, as the observer received it. */
+  readonly report: CycleReport;
+  /** Every candidate with its verdict (empty when the dump failed). */
+  readonly assessments: readonly Assessment[];
+}
+
+/**
+ * One agent: the tracker's memory plus the little state the logs need. Create it with
+ * {@link createAgent}; call {@link Agent.cycle} for one pass or {@link Agent.run} for the loop.
+ */
+export interface Agent {
+  /** Lists, assesses and (unless `execute` is false or dry run) deletes, once. */
+  cycle(signal?: AbortSignal, execute?: boolean): Promise<CycleResult>;
+  /** Runs cycles until `signal` aborts, waiting one full period after each. Never rejects. */
+  run(signal: AbortSignal): Promise<void>;
+}
+
+/**
+ * Builds an agent from its dependencies.
+ *
+ * @example One pass with a fake conntrack
+ * ```ts ignore
+ * const agent = createAgent(deps, { conntrack: "conntrack", periodMs: 1000,
+ *   renewalThreshold: 3, unrepliedMaxAgeMs: 10_000, dryRun: false });
+ * const { report } = await agent.cycle();
+ * ```
+ */
+export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
+  const tracker = new Tracker({
+    renewalThreshold: options.renewalThreshold,
+    unrepliedMaxAgeMs: options.unrepliedMaxAgeMs,
+  });
+  // Dry run announces each flow once, not on every cycle it stays condemned.
+  let announced = new Set<string>();
+  let overrunning = false;
+  const { clock, logger } = deps;
+
+  async function cycle(signal?: AbortSignal, execute = true): Promise<CycleResult> {
+    const wallStart = clock.wall();
+    const start = clock.monotonic();
+    const dump = await dumpCandidates(deps.spawn, {
+      conntrack: options.conntrack,
+      ...(options.accept ? { accept: options.accept } : {}),
+      ...(signal ? { signal } : {}),
+    });
+    const end = clock.monotonic();
+    const dumpSeconds = (end - start) / 1000;
+    const base = { wallStart, dumpSeconds, dryRun: options.dryRun, deleteFailures: 0 };
+    if (dump.kind === "failed") {
+      if (!signal?.aborted) {
+        logger.warn("conntrack listing failed; retrying next period", { reason: dump.reason });
+      }
+      return finish({ ...base, dump, tracked: tracker.size, deletions: [] }, [], start);
+    }
+    if (dump.unparsable) {
+      logger.warn("skipped conntrack lines that could not be parsed", {
+        count: dump.unparsable.count,
+        first_line: dump.unparsable.firstLine,
+        reason: dump.unparsable.firstReason,
+      });
+    }
+    const view = dump.candidates.length > 0 && deps.nat ? await deps.nat.read(signal) : undefined;
+    const assessments = tracker.assess(
+      dump.candidates,
+      { start, end },
+      view ? (flow) => view.translates(flow) : undefined,
+    );
+    const condemned = assessments.filter((a) => a.verdict.kind === "delete");
+    const dumpResult = {
+      kind: "ok",
+      lines: dump.lines,
+      candidates: dump.candidates.length,
+      unparsable: dump.unparsable?.count ?? 0,
+    } as const;
+    if (!execute) {
+      return finish(
+        { ...base, dump: dumpResult, tracked: tracker.size, deletions: [] },
+        assessments,
+        start,
+      );
+    }
+    if (options.dryRun) {
+      announced = announceDryRun(condemned, announced, dump.candidates, logger);
+      return finish(
+        { ...base, dump: dumpResult, tracked: tracker.size, deletions: condemned.map(toRecord) },
+        assessments,
+        start,
+      );
+    }
+    const outcome = await deps.deleter.delete(condemned.map((a) => a.candidate.flow), signal);
+    const byKey = new Map(condemned.map((a) => [a.candidate.key, a]));
+    const deletions: DeletionRecord[] = [];
+    for (const flow of outcome.deleted) {
+      const a = byKey.get(flowKey(flow));
+      if (!a) continue;
+      deletions.push(toRecord(a));
+      logger.info("deleted stale flow", {
+        ...flowProperties(a.candidate),
+        ...verdictProperties(a.verdict),
+        backend: deps.deleter.name,
+      });
+    }
+    for (const flow of outcome.gone) {
+      logger.debug("stale flow was gone before deletion", { flow: describeFlow(flow) });
+    }
+    for (const failure of outcome.failed) {
+      logger.warn("could not delete stale flow", {
+        flow: describeFlow(failure.flow),
+        reason: failure.reason,
+      });
+    }
+    tracker.forget([...outcome.deleted, ...outcome.gone].map(flowKey));
+    return finish(
+      {
+        ...base,
+        dump: dumpResult,
+        tracked: tracker.size,
+        deletions,
+        deleteFailures: outcome.failed.length,
+      },
+      assessments,
+      start,
+    );
+  }
+
+  function finish(
+    partial: Omit<CycleReport, "overran">,
+    assessments: readonly Assessment[],
+    start: number,
+  ): CycleResult {
+    const tookMs = clock.monotonic() - start;
+    const overran = tookMs > options.periodMs;
+    if (overran && !overrunning) {
+      logger.warn("cycle took longer than the dump period; cycles now run back to back", {
+        cycle_ms: Math.round(tookMs),
+        period_ms: options.periodMs,
+      });
+    } else if (!overran && overrunning) {
+      logger.info("cycles fit in the dump period again", { cycle_ms: Math.round(tookMs) });
+    }
+    overrunning = overran;
+    const report: CycleReport = { ...partial, overran };
+    deps.observer?.cycleCompleted(report);
+    return { report, assessments };
+  }
+
+  async function run(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      await cycle(signal);
+      // A full period after the end of the cycle: the renewal rule needs the gap (see README).
+      await clock.sleep(options.periodMs, signal);
+    }
+  }
+
+  return { cycle, run };
+}
+
+function announceDryRun(
+  condemned: readonly Assessment[],
+  announced: ReadonlySet<string>,
+  current: readonly Candidate[],
+  logger: Logger,
+): Set<string> {
+  const present = new Set(current.map((c) => c.key));
+  const next = new Set([...announced].filter((k) => present.has(k)));
+  for (const a of condemned) {
+    if (next.has(a.candidate.key)) continue;
+    next.add(a.candidate.key);
+    logger.info("would delete stale flow (dry run)", {
+      ...flowProperties(a.candidate),
+      ...verdictProperties(a.verdict),
+    });
+  }
+  return next;
+}
+
+function toRecord(a: Assessment): DeletionRecord {
+  const rule = a.verdict.kind === "delete" ? a.verdict.rule : "age";
+  return { rule, family: a.candidate.flow.family };
+}
+
+/** The structured fields that name a flow in every log line about it. */
+export function flowProperties(c: Candidate): LogProperties {
+  const { original: o, reply: r } = c.flow;
+  return {
+    flow: describeFlow(c.flow),
+    family: c.flow.family,
+    src: o.src,
+    sport: o.sport,
+    dst: o.dst,
+    dport: o.dport,
+    reply_src: r.src,
+    reply_sport: r.sport,
+    reply_dst: r.dst,
+    reply_dport: r.dport,
+    zone: c.flow.zone,
+    ...(c.id !== undefined ? { id: c.id } : {}),
+  };
+}
+
+function verdictProperties(v: Verdict): LogProperties {
+  return {
+    ...(v.kind === "delete" ? { rule: v.rule } : {}),
+    why: v.why,
+    renewals: v.renewals,
+    age_s: Math.floor(v.ageMs / 1000),
+    age_source: v.ageSource,
+  };
+}

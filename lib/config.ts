@@ -1,0 +1,75 @@
+/**
+ * The agent's validated configuration. Built only by `cli.ts` from flags and environment, so a
+ * value of this type is always valid.
+ *
+ * @module
+ */
+import type { Cidr } from "./cidr.ts";
+
+/** Log output format. */
+export type LogFormat = "json" | "text";
+/** Lowest log level written. */
+export type LogLevel = "debug" | "info" | "warning" | "error";
+/** Where the NAT rule learns which destinations the node translates. */
+export type NatSource = "auto" | "iptables" | "nftables" | "off";
+/** How flows are deleted. */
+export type DeleteBackend = "auto" | "netlink" | "cli";
+
+/** Everything the agent needs to run. */
+export interface Config {
+  /**
+   * Pause between the end of one cycle and the start of the next, in ms (`CONNTRACK_TABLE_DUMP_FREQUENCY`).
+   * @default {1000}
+   */
+  readonly dumpFrequencyMs: number;
+  /**
+   * Renewals tolerated; one more deletes (`CONNECTION_RENEWAL_THRESHOLD`).
+   * @default {3}
+   */
+  readonly renewalThreshold: number;
+  /**
+   * Unreplied age after which an entry is deleted, in ms; 0 turns the rule off
+   * (`CONNTRACK_UNREPLIED_MAX_AGE`).
+   * @default {10000}
+   */
+  readonly unrepliedMaxAgeMs: number;
+  /**
+   * The conntrack program (`CONNTRACK_BIN`).
+   * @default {"conntrack"}
+   */
+  readonly conntrackBin: string;
+  /**
+   * Log what would be deleted, delete nothing (`DRY_RUN`).
+   * @default {false}
+   */
+  readonly dryRun: boolean;
+  /** Log format (`LOG_FORMAT`); json when stdout is not a terminal. */
+  readonly logFormat: LogFormat;
+  /**
+   * Lowest level logged (`LOG_LEVEL`).
+   * @default {"info"}
+   */
+  readonly logLevel: LogLevel;
+  /**
+   * `host:port` for /metrics, /healthz and /readyz; `undefined` when turned off with an empty
+   * value (`METRICS_ADDRESS`).
+   * @default {":9469"}
+   */
+  readonly metricsAddress: { readonly hostname: string; readonly port: number } | undefined;
+  /** Only entries whose original destination lies in one of these (all when empty). */
+  readonly destinations: readonly Cidr[];
+  /** Never entries whose original destination lies in one of these. */
+  readonly excludeDestinations: readonly Cidr[];
+  /** Only entries to these destination ports (all when empty). */
+  readonly ports: readonly number[];
+  /**
+   * Source of the node's DNAT rules for the `nat` rule (`CONNTRACK_CLEANER_NAT_SOURCE`).
+   * @default {"auto"}
+   */
+  readonly natSource: NatSource;
+  /**
+   * Deletion backend (`CONNTRACK_CLEANER_DELETE_BACKEND`).
+   * @default {"auto"}
+   */
+  readonly deleteBackend: DeleteBackend;
+}

@@ -1,0 +1,220 @@
+/**
+ * The conntrack-tools command line: listing the table as a stream, deleting flows in one
+ * `conntrack -R -` batch, and probing the binary at start.
+ *
+ * @module
+ */
+import { runToEnd, SpawnError } from "./command.ts";
+import type { SpawnCommand } from "./command.ts";
+import type { DeleteOutcome, Deleter } from "./deleter.ts";
+import type { Candidate, Flow } from "./flow.ts";
+import { flowKey } from "./flow.ts";
+import { splitLines } from "./lines.ts";
+import { tokenizeLine } from "./tokenizer.ts";
+
+/**
+ * Arguments of the one listing per cycle. `-u UNREPLIED` is filtered by the kernel since 5.15
+ * (older kernels send every entry and the tokenizer drops them), and `-p tcp` narrows it further;
+ * both families and every zone are listed because no `-f` and no `-w` are given.
+ */
+export const LIST_ARGS: readonly string[] = ["-L", "-p", "tcp", "-u", "UNREPLIED"];
+
+/** A line the tokenizer rejected, kept for the once-per-cycle warning. */
+export interface Unparsable {
+  /** How many lines of this dump were rejected. */
+  readonly count: number;
+  /** The first rejected line, cut to 200 characters. */
+  readonly firstLine: string;
+  /** Why it was rejected. */
+  readonly firstReason: string;
+}
+
+/** The result of one listing. */
+export type Dump =
+  | {
+    readonly kind: "ok";
+    /** Lines printed. */
+    readonly lines: number;
+    /** Candidates that passed `accept`, one per flow (duplicates printed by a changing table dropped). */
+    readonly candidates: readonly Candidate[];
+    /** Rejected lines, when any. */
+    readonly unparsable: Unparsable | undefined;
+  }
+  | {
+    readonly kind: "failed";
+    /** One line saying why, including conntrack's own message. */
+    readonly reason: string;
+  };
+
+/** Where and how to list. */
+export interface DumpOptions {
+  /** The conntrack program. */
+  readonly conntrack: string;
+  /** Extra listing arguments (kernel-side filters), appended to {@link LIST_ARGS}. */
+  readonly extraArgs?: readonly string[];
+  /** Keeps only the candidates the operator aimed the agent at. */
+  readonly accept?: (flow: Flow) => boolean;
+  /** Aborting kills conntrack and yields a failed dump. */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Lists the table once, streaming conntrack's output through the tokenizer, so no dump is ever
+ * held whole: only the candidates are kept.
+ */
+export async function dumpCandidates(spawn: SpawnCommand, options: DumpOptions): Promise<Dump> {
+  let child;
+  try {
+    child = spawn(options.conntrack, [...LIST_ARGS, ...(options.extraArgs ?? [])], {
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+  } catch (error) {
+    return { kind: "failed", reason: error instanceof Error ? error.message : String(error) };
+  }
+  const seen = new Set<string>();
+  const candidates: Candidate[] = [];
+  let lines = 0;
+  let rejected = 0;
+  let firstLine = "";
+  let firstReason = "";
+  for await (const line of splitLines(child.stdout)) {
+    if (line.length === 0) continue;
+    lines++;
+    const parsed = tokenizeLine(line);
+    if (parsed.kind === "candidate") {
+      const c = parsed.candidate;
+      if (seen.has(c.key) || (options.accept && !options.accept(c.flow))) continue;
+      seen.add(c.key);
+      candidates.push(c);
+    } else if (parsed.kind === "malformed") {
+      if (rejected++ === 0) {
+        firstLine = line.slice(0, 200);
+        firstReason = parsed.reason;
+      }
+    }
+  }
+  const status = await child.status;
+  if (options.signal?.aborted) return { kind: "failed", reason: "aborted" };
+  if (status.code !== 0) {
+    return {
+      kind: "failed",
+      reason: `conntrack exited ${status.code}: ${lastLine(status.stderr)}`,
+    };
+  }
+  const unparsable = rejected > 0 ? { count: rejected, firstLine, firstReason } : undefined;
+  return { kind: "ok", lines, candidates, unparsable };
+}
+
+/**
+ * The `conntrack -R` line that deletes exactly one flow: protocol, both tuples, the zone (always,
+ * `-w 0` included: without `-w` the line matches the same tuple in every zone), and the state
+ * guard `--state SYN_SENT`, so a flow that completed in between is left alone.
+ *
+ * @example
+ * ```ts
+ * import { deleteLine } from "./conntrack.ts";
+ * deleteLine({
+ *   family: "ipv4",
+ *   original: { src: "198.51.100.2", dst: "192.0.2.10", sport: 40000, dport: 80 },
+ *   reply: { src: "192.0.2.10", dst: "198.51.100.2", sport: 80, dport: 40000 },
+ *   zone: 0,
+ * });
+ * // "-D -p tcp -s 198.51.100.2 -d 192.0.2.10 --sport 40000 --dport 80 -r 192.0.2.10
+ * //  -q 198.51.100.2 --reply-port-src 80 --reply-port-dst 40000 -w 0 --state SYN_SENT"
+ * ```
+ */
+export function deleteLine(flow: Flow): string {
+  const o = flow.original;
+  const r = flow.reply;
+  const zones = [`-w ${flow.zone}`];
+  if (flow.origZone !== undefined) zones.push(`--orig-zone ${flow.origZone}`);
+  if (flow.replyZone !== undefined) zones.push(`--reply-zone ${flow.replyZone}`);
+  return `-D -p tcp -s ${o.src} -d ${o.dst} --sport ${o.sport} --dport ${o.dport} ` +
+    `-r ${r.src} -q ${r.dst} --reply-port-src ${r.sport} --reply-port-dst ${r.dport} ` +
+    `${zones.join(" ")} --state SYN_SENT`;
+}
+
+/**
+ * Deletes flows through one `conntrack -R -` process per batch. conntrack prints every entry it
+ * deleted, so what was deleted is read back rather than assumed; a requested flow not printed
+ * was gone already or no longer `SYN_SENT`.
+ */
+export function createCliDeleter(spawn: SpawnCommand, conntrack: string): Deleter {
+  return {
+    name: "cli",
+    async delete(flows, signal): Promise<DeleteOutcome> {
+      if (flows.length === 0) return { deleted: [], gone: [], failed: [] };
+      const script = flows.map((f) => deleteLine(f) + "\n").join("");
+      let child;
+      try {
+        child = spawn(conntrack, ["-R", "-"], { stdin: script, ...(signal ? { signal } : {}) });
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : String(error);
+        return { deleted: [], gone: [], failed: flows.map((flow) => ({ flow, reason })) };
+      }
+      const printed = new Set<string>();
+      for await (const line of splitLines(child.stdout)) {
+        const parsed = tokenizeLine(line);
+        if (parsed.kind === "candidate") printed.add(parsed.candidate.key);
+      }
+      const status = await child.status;
+      const deleted = flows.filter((f) => printed.has(flowKey(f)));
+      const rest = flows.filter((f) => !printed.has(flowKey(f)));
+      if (status.code === 0) return { deleted, gone: rest, failed: [] };
+      const reason = `conntrack -R exited ${status.code}: ${lastLine(status.stderr)}`;
+      return { deleted, gone: [], failed: rest.map((flow) => ({ flow, reason })) };
+    },
+  };
+}
+
+/** Why conntrack cannot be used, as found at start. */
+export class ConntrackUnusableError extends Error {
+  /** Builds the error; the message is the one line shown to the operator. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ConntrackUnusableError";
+  }
+}
+
+/**
+ * Checks at start that conntrack runs and may read the table: `conntrack --version`, then one
+ * listing of an empty selection. Returns the version line; throws {@link ConntrackUnusableError}
+ * naming `--conntrack` / `CONNTRACK_BIN` or the missing capability.
+ */
+export async function probeConntrack(spawn: SpawnCommand, conntrack: string): Promise<string> {
+  const version = await run(spawn, conntrack, ["--version"]);
+  if (version.code !== 0 || !/conntrack v\S+/.test(version.stdout + version.stderr)) {
+    throw new ConntrackUnusableError(
+      `Cannot use ${conntrack} as conntrack (--conntrack / CONNTRACK_BIN): ` +
+        `"--version" exited ${version.code}: ${lastLine(version.stderr || version.stdout)}`,
+    );
+  }
+  // A TCP listing restricted to port 0 touches the table without printing anything of size.
+  const probe = await run(spawn, conntrack, ["-L", "-p", "tcp", "--dport", "0"]);
+  if (probe.code !== 0) {
+    const message = lastLine(probe.stderr);
+    const hint = /CAP_NET_ADMIN|not permitted/i.test(message)
+      ? " (the agent needs CAP_NET_ADMIN in the node's network namespace)"
+      : "";
+    throw new ConntrackUnusableError(
+      `Cannot read the conntrack table with ${conntrack}: ${message}${hint}`,
+    );
+  }
+  return (version.stdout + version.stderr).match(/conntrack v\S+/)?.[0] ?? "conntrack";
+}
+
+async function run(spawn: SpawnCommand, program: string, args: readonly string[]) {
+  try {
+    return await runToEnd(spawn, program, args);
+  } catch (error) {
+    if (!(error instanceof SpawnError)) throw error;
+    throw new ConntrackUnusableError(
+      `${error.message} (--conntrack / CONNTRACK_BIN: a path to conntrack-tools' conntrack)`,
+    );
+  }
+}
+
+function lastLine(text: string): string {
+  const lines = text.trim().split("\n");
+  return (lines[lines.length - 1] ?? "").replace(/^conntrack v\S+ \(conntrack-tools\): /, "");
+}

@@ -1,0 +1,346 @@
+/**
+ * The tracker: follows each candidate from one dump to the next and decides, with the `nat`,
+ * `renewal` and `age` rules, whether to keep or delete it.
+ *
+ * It has no clock of its own: time reaches it only through the {@link DumpWindow} of each dump,
+ * so tests drive it with virtual time.
+ *
+ * @module
+ */
+import { type Candidate, type Flow, isUnNATed } from "./flow.ts";
+import { type AgeSource, type Assessment, type Evidence, type Rule, RULES } from "./verdict.ts";
+
+/** How the tracker judges entries. */
+export interface TrackerOptions {
+  /**
+   * Renewals tolerated; one more deletes the entry (3 means the 4th renewal deletes).
+   * A non-negative integer (`CONNECTION_RENEWAL_THRESHOLD`).
+   */
+  readonly renewalThreshold: number;
+  /**
+   * Unreplied age, in ms, at which an entry is deleted; 0 turns the age rule off
+   * (`CONNTRACK_UNREPLIED_MAX_AGE`).
+   */
+  readonly unrepliedMaxAgeMs: number;
+}
+
+/**
+ * Monotonic milliseconds at which the dump that produced the candidates started and ended.
+ *
+ * `start` must be taken before conntrack is started and `end` after its output was read, so that
+ * the kernel read every timer at some instant inside the window.
+ */
+export interface DumpWindow {
+  /** When the dump started (before spawning conntrack), monotonic ms. */
+  readonly start: number;
+  /** When the dump ended (after its last line was read), monotonic ms; `>= start`. */
+  readonly end: number;
+}
+
+/**
+ * The interval `[lo, hi)` of monotonic ms in which an entry's timer expires.
+ */
+export interface ExpiryWindow {
+  /** Earliest possible expiry, inclusive. */
+  readonly lo: number;
+  /** Latest possible expiry, exclusive. */
+  readonly hi: number;
+}
+
+/**
+ * Where an entry's timer can expire, given the timer conntrack printed during a dump.
+ *
+ * conntrack prints the seconds left rounded down, read at some instant `t` inside the dump, so
+ * the expiry lies in `[t + 1000p, t + 1000p + 1000)` for some `t` in `[start, end]`.
+ *
+ * The kernel reads time in jiffies, which lag the monotonic clock by up to one tick, so the low
+ * end can be up to a tick late. That never fakes a renewal: expiry and jiffies lie on the same
+ * tick grid and a second is a whole number of ticks, so a window that starts a tick late is still
+ * not wholly after an earlier window of the same expiry (the tests simulate this).
+ *
+ * @example A timer of 119 s printed by a dump that ran from 5000 to 5200 ms
+ * ```ts
+ * import { expiryWindow } from "./tracker.ts";
+ * expiryWindow(119, { start: 5000, end: 5200 }); // { lo: 124000, hi: 125200 }
+ * ```
+ */
+export function expiryWindow(timeoutSeconds: number, dump: DumpWindow): ExpiryWindow {
+  const ms = timeoutSeconds * 1000;
+  return { lo: dump.start + ms, hi: dump.end + ms + 1000 };
+}
+
+/**
+ * What the tracker remembers of one entry. Mutated in place on purpose: at a million entries per
+ * dump, replacing the record (and the Map slot) every second costs more than the rest of `assess`.
+ */
+interface Tracked {
+  /** The `assess` call that last saw the entry; tells duplicates and absent keys apart. */
+  generation: number;
+  /** The expiry window since the last renewal, narrowed by every overlapping window. */
+  lo: number;
+  hi: number;
+  renewals: number;
+  /** `end` of the dump that first saw the entry: the base of the observed age. */
+  firstSeenEnd: number;
+  id: number | undefined;
+  deltaTime: number | undefined;
+}
+
+/** How a candidate relates to what was known about its key. */
+type Sighting = "first" | "recreated" | "renewed" | "unchanged";
+
+/**
+ * Tracks the `SYN_SENT [UNREPLIED]` candidates of successive dumps and rules on each of them.
+ *
+ * Memory holds only the keys of the latest dump (minus those forgotten), and {@link assess} is
+ * linear in the number of candidates.
+ *
+ * @example Two dumps one second apart: a timer that went back up is a renewal
+ * ```ts
+ * import { Tracker } from "./tracker.ts";
+ * const tracker = new Tracker({ renewalThreshold: 0, unrepliedMaxAgeMs: 0 });
+ * const candidate = {
+ *   flow: {
+ *     family: "ipv4",
+ *     original: { src: "198.51.100.2", dst: "192.0.2.10", sport: 40000, dport: 80 },
+ *     reply: { src: "192.0.2.10", dst: "198.51.100.2", sport: 80, dport: 40000 },
+ *     zone: 0,
+ *   },
+ *   key: "k",
+ *   timeout: 119,
+ * } as const;
+ * tracker.assess([candidate], { start: 0, end: 100 })[0]?.verdict.kind; // "keep"
+ * tracker.assess([candidate], { start: 1100, end: 1150 })[0]?.verdict.kind; // "delete"
+ * ```
+ */
+export class Tracker {
+  readonly #threshold: number;
+  readonly #maxAgeMs: number;
+  readonly #flows = new Map<string, Tracked>();
+  #generation = 0;
+
+  /**
+   * @throws {RangeError} when an option is out of range.
+   */
+  constructor(options: TrackerOptions) {
+    const { renewalThreshold, unrepliedMaxAgeMs } = options;
+    if (!Number.isSafeInteger(renewalThreshold) || renewalThreshold < 0) {
+      throw new RangeError(
+        `Cannot use renewalThreshold as a renewal count: current value is ${renewalThreshold}`,
+      );
+    }
+    if (!Number.isFinite(unrepliedMaxAgeMs) || unrepliedMaxAgeMs < 0) {
+      throw new RangeError(
+        `Cannot use unrepliedMaxAgeMs as a maximum age: current value is ${unrepliedMaxAgeMs}`,
+      );
+    }
+    this.#threshold = renewalThreshold;
+    this.#maxAgeMs = unrepliedMaxAgeMs;
+  }
+
+  /**
+   * Assesses every candidate of one dump, in order. Duplicates of one key in the same dump count
+   * once (the first wins; later ones get no assessment). Keys absent from this dump are forgotten.
+   *
+   * `translates`, when given, is the `nat` rule's test: an un-NATed flow whose destination the
+   * node now translates is deleted with rule `nat`.
+   *
+   * @throws {RangeError} when the dump window is not finite or ends before it starts.
+   */
+  assess(
+    candidates: Iterable<Candidate>,
+    dump: DumpWindow,
+    translates?: (flow: Flow) => boolean,
+  ): Assessment[] {
+    if (!Number.isFinite(dump.start) || !Number.isFinite(dump.end) || dump.end < dump.start) {
+      throw new RangeError(
+        `Cannot assess a dump as its window is not a forward interval: current value is ` +
+          `start=${dump.start} end=${dump.end}`,
+      );
+    }
+    const generation = ++this.#generation;
+    const flows = this.#flows;
+    const assessments: Assessment[] = [];
+    for (const candidate of candidates) {
+      const window = expiryWindow(candidate.timeout, dump);
+      let tracked = flows.get(candidate.key);
+      let sighting: Sighting;
+      if (tracked === undefined) {
+        tracked = fresh(candidate, window, dump, generation);
+        flows.set(candidate.key, tracked);
+        sighting = "first";
+      } else if (tracked.generation === generation) {
+        continue;
+      } else {
+        sighting = update(tracked, candidate, window, dump, generation);
+      }
+      assessments.push({
+        candidate,
+        verdict: this.#judge(candidate, tracked, sighting, dump, translates),
+      });
+    }
+    if (flows.size > assessments.length) {
+      // Deleting the current entry while iterating a Map is well defined in JavaScript.
+      for (const [key, tracked] of flows) {
+        if (tracked.generation !== generation) flows.delete(key);
+      }
+    }
+    return assessments;
+  }
+
+  /** Forgets flows that were deleted, so that a flow re-created with the same key starts over. */
+  forget(keys: Iterable<string>): void {
+    for (const key of keys) this.#flows.delete(key);
+  }
+
+  /** Number of flows tracked. */
+  get size(): number {
+    return this.#flows.size;
+  }
+
+  #judge(
+    candidate: Candidate,
+    tracked: Tracked,
+    sighting: Sighting,
+    dump: DumpWindow,
+    translates: ((flow: Flow) => boolean) | undefined,
+  ): Assessment["verdict"] {
+    const evidence: Evidence = candidate.deltaTime === undefined
+      ? {
+        renewals: tracked.renewals,
+        ageMs: Math.max(0, dump.start - tracked.firstSeenEnd),
+        ageSource: "observed",
+      }
+      : {
+        renewals: tracked.renewals,
+        ageMs: kernelAgeMs(candidate.deltaTime),
+        ageSource: "kernel",
+      };
+    for (const rule of RULES) {
+      if (this.#fires(rule, candidate.flow, evidence, translates)) {
+        return { kind: "delete", rule, why: this.#why(rule, candidate, evidence), ...evidence };
+      }
+    }
+    return { kind: "keep", why: this.#keepWhy(sighting, evidence), ...evidence };
+  }
+
+  #fires(
+    rule: Rule,
+    flow: Flow,
+    evidence: Evidence,
+    translates: ((flow: Flow) => boolean) | undefined,
+  ): boolean {
+    switch (rule) {
+      case "nat":
+        return translates !== undefined && isUnNATed(flow) && translates(flow);
+      case "renewal":
+        return evidence.renewals > this.#threshold;
+      case "age":
+        return this.#maxAgeMs !== 0 && evidence.ageMs >= this.#maxAgeMs;
+    }
+  }
+
+  #why(rule: Rule, candidate: Candidate, evidence: Evidence): string {
+    switch (rule) {
+      case "nat": {
+        const o = candidate.flow.original;
+        return `no NAT while the node now translates ${hostPort(o.dst, o.dport)}`;
+      }
+      case "renewal":
+        return `timer renewed ${plural(evidence.renewals, "time")} (threshold ${this.#threshold})`;
+      case "age":
+        return `unreplied for ${seconds(evidence.ageMs)} (max ${seconds(this.#maxAgeMs)}, ` +
+          `${ageOrigin(evidence.ageSource, candidate.deltaTime)})`;
+    }
+  }
+
+  #keepWhy(sighting: Sighting, evidence: Evidence): string {
+    if (sighting === "first") return "new: first seen";
+    if (sighting === "recreated") return "new: re-created with the same tuples";
+    return `counting down (${plural(evidence.renewals, "renewal")}, threshold ${this.#threshold})`;
+  }
+}
+
+function fresh(
+  candidate: Candidate,
+  window: ExpiryWindow,
+  dump: DumpWindow,
+  generation: number,
+): Tracked {
+  return {
+    generation,
+    lo: window.lo,
+    hi: window.hi,
+    renewals: 0,
+    firstSeenEnd: dump.end,
+    id: candidate.id,
+    deltaTime: candidate.deltaTime,
+  };
+}
+
+/** Folds one sighting into a tracked entry; the heart of the renewal rule. */
+function update(
+  tracked: Tracked,
+  candidate: Candidate,
+  window: ExpiryWindow,
+  dump: DumpWindow,
+  generation: number,
+): Sighting {
+  tracked.generation = generation;
+  // Every branch that starts over loses evidence, never invents it: resetting is always safe.
+  if (
+    window.hi <= tracked.lo || differs(tracked.id, candidate.id) ||
+    (tracked.deltaTime !== undefined && candidate.deltaTime !== undefined &&
+      candidate.deltaTime < tracked.deltaTime)
+  ) {
+    // An expiry earlier than one already proven cannot be the same entry, nor can a different
+    // kernel id or a creation time that moved forward: the flow was deleted and re-created.
+    Object.assign(tracked, fresh(candidate, window, dump, generation));
+    return "recreated";
+  }
+  tracked.id = candidate.id;
+  tracked.deltaTime = candidate.deltaTime;
+  if (window.lo >= tracked.hi) {
+    // The expiry is now certainly later than any instant it could have been at before.
+    tracked.renewals += 1;
+    tracked.lo = window.lo;
+    tracked.hi = window.hi;
+    return "renewed";
+  }
+  // Both windows hold the expiry unless it was renewed; if it was, the narrowed window no longer
+  // holds it and the next sighting proves the renewal. Without a renewal it always holds it, so
+  // narrowing can never make a renewal appear.
+  tracked.lo = Math.max(tracked.lo, window.lo);
+  tracked.hi = Math.min(tracked.hi, window.hi);
+  return "unchanged";
+}
+
+function differs(before: number | undefined, now: number | undefined): boolean {
+  return before !== undefined && now !== undefined && before !== now;
+}
+
+/**
+ * A lower bound of the age from `delta-time=`. conntrack computes it as `time(NULL)` minus the
+ * start time truncated to whole seconds, so it can exceed the true age by almost a second.
+ */
+function kernelAgeMs(deltaTime: number): number {
+  return Math.max(0, deltaTime - 1) * 1000;
+}
+
+function ageOrigin(source: AgeSource, deltaTime: number | undefined): string {
+  return source === "kernel" ? `kernel delta-time=${deltaTime}` : "since the agent first saw it";
+}
+
+function hostPort(address: string, port: number): string {
+  return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
+/** Milliseconds as seconds, rounded down to a tenth so that a displayed age never overstates. */
+function seconds(ms: number): string {
+  const tenths = Math.floor(ms / 100);
+  return tenths % 10 === 0 ? `${tenths / 10}s` : `${(tenths / 10).toFixed(1)}s`;
+}

@@ -1,0 +1,179 @@
+/**
+ * conntrack-cleaner: deletes the stale conntrack entries that keep retrying clients away from a
+ * freshly created Kubernetes LoadBalancer Service. This file only wires the pieces in `lib/`.
+ *
+ * @module
+ */
+import { createAgent } from "./lib/agent.ts";
+import { BackendUnavailableError, selectDeleter } from "./lib/backend.ts";
+import { ConfigError, parseInvocation } from "./lib/cli.ts";
+import { systemClock } from "./lib/clock.ts";
+import type { Config } from "./lib/config.ts";
+import { ConntrackUnusableError, createCliDeleter, probeConntrack } from "./lib/conntrack.ts";
+import { runToEnd } from "./lib/command.ts";
+import { makeTargetFilter } from "./lib/filter.ts";
+import { createHealth } from "./lib/health.ts";
+import { createLogger } from "./lib/logging.ts";
+import { createMetrics } from "./lib/metrics.ts";
+import { createNatReader } from "./lib/nat.ts";
+import { openNetlinkDeleter } from "./lib/netlink.ts";
+import { denoSpawn } from "./lib/process.ts";
+import { runScan } from "./lib/scan.ts";
+import { serveProbes } from "./lib/server.ts";
+import { VERSION } from "./lib/version.ts";
+
+const NAME = "conntrack-cleaner";
+
+async function main(): Promise<number> {
+  let invocation;
+  try {
+    invocation = parseInvocation(Deno.args, (name) => Deno.env.get(name), Deno.stdout.isTerminal());
+  } catch (error) {
+    if (error instanceof ConfigError) return fail(error.message, 2);
+    throw error;
+  }
+  switch (invocation.kind) {
+    case "help":
+      console.log(invocation.text);
+      return 0;
+    case "version":
+      return await printVersions();
+    case "scan":
+    case "run":
+      break;
+  }
+  const { config } = invocation;
+  let conntrackVersion: string;
+  try {
+    conntrackVersion = await probeConntrack(denoSpawn, config.conntrackBin);
+  } catch (error) {
+    if (error instanceof ConntrackUnusableError) return fail(error.message, 2);
+    throw error;
+  }
+  await using logger = await createLogger({ format: config.logFormat, level: config.logLevel });
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", stop);
+  const { signal } = controller;
+  const nat = config.natSource === "off"
+    ? undefined
+    : createNatReader({ source: config.natSource, spawn: denoSpawn, logger });
+  const options = agentOptions(config);
+
+  if (invocation.kind === "scan") {
+    // The agent is driven with deletion off (runScan), so this deleter is never called.
+    const deleter = createCliDeleter(denoSpawn, config.conntrackBin);
+    const agent = createAgent({
+      spawn: denoSpawn,
+      clock: systemClock,
+      logger,
+      deleter,
+      ...(nat ? { nat } : {}),
+    }, options);
+    return await runScan(agent, {
+      json: invocation.json,
+      watch: invocation.watch,
+      periodMs: config.dumpFrequencyMs,
+      clock: systemClock,
+      write: (text) => Deno.stdout.writeSync(new TextEncoder().encode(text)),
+      warn: (line) => console.error(line),
+      signal,
+    });
+  }
+
+  let deleter;
+  try {
+    deleter = selectDeleter({
+      backend: config.deleteBackend,
+      conntrack: config.conntrackBin,
+      spawn: denoSpawn,
+      openNetlink: () => openNetlinkDeleter(),
+      logger,
+    });
+  } catch (error) {
+    if (error instanceof BackendUnavailableError) return fail(error.message, 2);
+    throw error;
+  }
+  const metrics = createMetrics({ version: VERSION, denoVersion: Deno.version.deno });
+  const health = createHealth({ periodMs: config.dumpFrequencyMs, clock: systemClock });
+  let server;
+  if (config.metricsAddress) {
+    try {
+      server = await serveProbes({ ...config.metricsAddress, metrics, health, logger, signal });
+    } catch (error) {
+      return fail(error instanceof Error ? error.message : String(error), 2);
+    }
+  }
+  const observer = {
+    cycleCompleted: (report: Parameters<typeof metrics.cycleCompleted>[0]) => {
+      metrics.cycleCompleted(report);
+      health.cycleCompleted(report);
+    },
+  };
+  logger.info("conntrack-cleaner started", {
+    version: VERSION,
+    conntrack: conntrackVersion,
+    backend: deleter.name,
+    dump_frequency_ms: config.dumpFrequencyMs,
+    renewal_threshold: config.renewalThreshold,
+    unreplied_max_age_ms: config.unrepliedMaxAgeMs,
+    nat_source: config.natSource,
+    dry_run: config.dryRun,
+    ...(server ? { metrics_address: `${server.addr.hostname}:${server.addr.port}` } : {}),
+  });
+  const agent = createAgent(
+    { spawn: denoSpawn, clock: systemClock, logger, deleter, observer, ...(nat ? { nat } : {}) },
+    options,
+  );
+  await agent.run(signal);
+  await server?.finished;
+  if (Symbol.dispose in deleter) (deleter as Disposable)[Symbol.dispose]();
+  logger.info("conntrack-cleaner stopped");
+  return 0;
+}
+
+function agentOptions(config: Config) {
+  return {
+    conntrack: config.conntrackBin,
+    periodMs: config.dumpFrequencyMs,
+    renewalThreshold: config.renewalThreshold,
+    unrepliedMaxAgeMs: config.unrepliedMaxAgeMs,
+    dryRun: config.dryRun,
+    accept: makeTargetFilter(config),
+  };
+}
+
+async function printVersions(): Promise<number> {
+  const bin = Deno.env.get("CONNTRACK_BIN") || "conntrack";
+  let conntrack: string;
+  try {
+    conntrack = await probeConntrackVersion(bin);
+  } catch (error) {
+    conntrack = `unavailable (${error instanceof Error ? error.message : String(error)})`;
+  }
+  console.log(`${NAME} ${VERSION}\ndeno ${Deno.version.deno}\nconntrack ${conntrack}`);
+  return 0;
+}
+
+async function probeConntrackVersion(bin: string): Promise<string> {
+  const out = await runToEnd(denoSpawn, bin, ["--version"]);
+  return (out.stdout + out.stderr).match(/v(\d\S*)/)?.[1] ?? "unknown";
+}
+
+function fail(message: string, code: number): number {
+  console.error(`${NAME}: ${message}`);
+  return code;
+}
+
+if (import.meta.main) {
+  let code: number;
+  try {
+    code = await main();
+  } catch (error) {
+    // Anything here is a bug, not an operator's mistake: one line, plus the stack for the report.
+    console.error(`${NAME}: unexpected error: ${error instanceof Error ? error.stack : error}`);
+    code = 1;
+  }
+  Deno.exit(code);
+}

@@ -1,0 +1,200 @@
+import assert from "node:assert/strict";
+import type { AgentOptions } from "../lib/agent.ts";
+import type { SpawnCommand } from "../lib/command.ts";
+import { createAgent } from "../lib/agent.ts";
+import { createCliDeleter } from "../lib/conntrack.ts";
+import type { NatReader } from "../lib/nat.ts";
+import type { CycleReport } from "../lib/report.ts";
+import { FakeClock, FakeConntrack, RecordingLogger, staleFlow } from "./fakes.ts";
+
+const ORIGINAL: AgentOptions = {
+  conntrack: "conntrack",
+  periodMs: 1000,
+  renewalThreshold: 3,
+  unrepliedMaxAgeMs: 0,
+  dryRun: false,
+};
+
+function setup(options: Partial<AgentOptions> = {}, nat?: NatReader) {
+  const clock = new FakeClock();
+  const ct = new FakeConntrack(clock);
+  const logger = new RecordingLogger();
+  const reports: CycleReport[] = [];
+  // Calls through `ct.spawn` late, so a test can slow the fake down after the agent is built.
+  const spawn: SpawnCommand = (program, args, opts) => ct.spawn(program, args, opts);
+  const agent = createAgent({
+    spawn,
+    clock,
+    logger,
+    deleter: createCliDeleter(spawn, "conntrack"),
+    observer: { cycleCompleted: (r) => reports.push(r) },
+    ...(nat ? { nat } : {}),
+  }, { ...ORIGINAL, ...options });
+  return { clock, ct, logger, reports, agent };
+}
+
+Deno.test("agent deletes an entry renewed on every retry after threshold + 1 renewals", async () => {
+  const { clock, ct, agent, logger } = setup();
+  const entry = ct.add(staleFlow(40000));
+  let cycles = 0;
+  while (ct.table.includes(entry) && cycles < 20) {
+    await agent.cycle();
+    cycles++;
+    clock.advance(1000);
+    entry.expires = clock.monotonic() + 120_000; // the client's retried SYN renews the timer
+  }
+  // First sighting, then one renewal per cycle: the 4th renewal (5th cycle) deletes.
+  assert.equal(cycles, 5);
+  const deletion = logger.records.find((r) => r.message === "deleted stale flow");
+  assert.equal(deletion?.properties.rule, "renewal");
+  assert.equal(deletion?.properties.src, "198.51.100.2");
+  assert.equal(deletion?.properties.sport, 40000);
+});
+
+Deno.test("agent never deletes an entry that only counts down (age rule off)", async () => {
+  const { clock, ct, agent } = setup();
+  const entry = ct.add(staleFlow(40000), { timeoutS: 120 });
+  for (let i = 0; i < 110; i++) {
+    await agent.cycle();
+    clock.advance(1000);
+  }
+  assert.ok(ct.table.includes(entry));
+  assert.equal(ct.count("-R"), 0);
+});
+
+Deno.test("agent deletes an unreplied entry once it is older than the maximum age", async () => {
+  const { clock, ct, agent, reports } = setup({ unrepliedMaxAgeMs: 3000 });
+  const entry = ct.add(staleFlow(40000));
+  let cycles = 0;
+  while (ct.table.includes(entry) && cycles < 20) {
+    await agent.cycle();
+    cycles++;
+    clock.advance(1000);
+  }
+  assert.ok(cycles >= 4 && cycles <= 5, `deleted after ${cycles} cycles`);
+  assert.deepEqual(reports.at(-1)?.deletions, [{ rule: "age", family: "ipv4" }]);
+});
+
+Deno.test("agent deletes 50 stale flows in one cycle with one -L and one -R, sparing 1,000", async () => {
+  const { ct, agent } = setup({ unrepliedMaxAgeMs: 1000 });
+  const established = [];
+  for (let i = 0; i < 1000; i++) {
+    established.push(ct.add(staleFlow(20000 + i), { state: "ESTABLISHED", timeoutS: 432000 }));
+  }
+  for (let i = 0; i < 50; i++) ct.add(staleFlow(40000 + i));
+  await agent.cycle();
+  ct.clock.advance(1500);
+  const before = ct.spawned.length;
+  const { report } = await agent.cycle();
+  assert.deepEqual(ct.spawned.slice(before).map((a) => a[0]), ["-L", "-R"]);
+  assert.equal(report.deletions.length, 50);
+  assert.deepEqual(ct.table, established);
+});
+
+Deno.test("agent logs a failing dump, keeps going and recovers on the next period", async () => {
+  const { ct, agent, logger, reports } = setup();
+  ct.behaviour = { kind: "fail", code: 1, stderr: "conntrack v1.4.7 (conntrack-tools): boom\n" };
+  await agent.cycle();
+  assert.equal(reports[0]?.dump.kind, "failed");
+  assert.deepEqual(logger.messages("warn"), ["conntrack listing failed; retrying next period"]);
+  ct.behaviour = { kind: "ok" };
+  ct.add(staleFlow(1));
+  await agent.cycle();
+  assert.deepEqual(reports[1]?.dump, { kind: "ok", lines: 1, candidates: 1, unparsable: 0 });
+});
+
+Deno.test("agent logs unparsable lines once per cycle and acts on none of them", async () => {
+  const { ct, agent, logger, reports } = setup({ unrepliedMaxAgeMs: 1000 });
+  ct.behaviour = {
+    kind: "garbage",
+    lines: ["garbage one", "tcp 6 x SYN_SENT", "tcp      6 116 SYN_SENT src=1.2.3.999"],
+  };
+  await agent.cycle();
+  ct.clock.advance(5000);
+  await agent.cycle();
+  const warnings = logger.records.filter((r) => r.level === "warn");
+  assert.equal(warnings.length, 2);
+  assert.equal(warnings[0]?.properties.count, 3);
+  assert.equal(ct.count("-R"), 0);
+  assert.equal(reports[1]?.dump.kind === "ok" && reports[1].dump.unparsable, 3);
+});
+
+Deno.test("agent in dry run deletes nothing, logs the flow once and reports it", async () => {
+  const { clock, ct, agent, logger, reports } = setup({ dryRun: true, unrepliedMaxAgeMs: 1000 });
+  ct.add(staleFlow(40000, { v6: true }));
+  for (let i = 0; i < 5; i++) {
+    await agent.cycle();
+    clock.advance(1000);
+  }
+  assert.equal(ct.table.length, 1);
+  assert.equal(ct.count("-R"), 0);
+  const lines = logger.records.filter((r) => r.message.startsWith("would delete"));
+  assert.equal(lines.length, 1);
+  assert.equal(lines[0]?.properties.src, "2001:db8::2");
+  assert.ok(reports.at(-1)?.dryRun);
+  assert.deepEqual(reports.at(-1)?.deletions, [{ rule: "age", family: "ipv6" }]);
+});
+
+Deno.test("agent deletes an un-NATed entry at once when the node now translates its destination", async () => {
+  const nat: NatReader = {
+    read: () =>
+      Promise.resolve({
+        size: 1,
+        translates: (flow) => flow.original.dst === "192.0.2.10" && flow.original.dport === 80,
+      }),
+  };
+  const { ct, agent, reports } = setup({}, nat);
+  ct.add(staleFlow(40000));
+  const other = ct.add(staleFlow(40001, { dport: 81 }));
+  await agent.cycle();
+  assert.deepEqual(reports[0]?.deletions, [{ rule: "nat", family: "ipv4" }]);
+  assert.deepEqual(ct.table, [other]);
+});
+
+Deno.test("agent does not read NAT rules when there are no candidates", async () => {
+  let reads = 0;
+  const nat: NatReader = {
+    read: () => {
+      reads++;
+      return Promise.resolve(undefined);
+    },
+  };
+  const { ct, agent } = setup({}, nat);
+  ct.add(staleFlow(1), { state: "ESTABLISHED" });
+  ct.behaviour = { kind: "garbage", lines: [] };
+  await agent.cycle();
+  assert.equal(reads, 0);
+});
+
+Deno.test("agent.run() waits one full period after each cycle and stops on abort", async () => {
+  const { clock, agent, reports } = setup({ periodMs: 700 });
+  const controller = new AbortController();
+  const original = clock.sleep.bind(clock);
+  clock.sleep = (ms, signal) => {
+    if (clock.sleeps.length === 2) controller.abort();
+    return original(ms, signal);
+  };
+  await agent.run(controller.signal);
+  assert.equal(reports.length, 3);
+  assert.deepEqual(clock.sleeps, [700, 700, 700]);
+});
+
+Deno.test("agent logs once when cycles overrun the period, and once when they fit again", async () => {
+  const { clock, ct, agent, logger, reports } = setup({ periodMs: 100 });
+  let slow = true;
+  // Each listing of the fake table takes 250 ms of virtual time while `slow`.
+  const behave = ct.spawn;
+  Object.defineProperty(ct, "spawn", {
+    value: ((program, args, options) => {
+      if (slow && args[0] === "-L") clock.advance(250);
+      return behave(program, args, options);
+    }) satisfies typeof behave,
+  });
+  await agent.cycle();
+  await agent.cycle();
+  slow = false;
+  await agent.cycle();
+  assert.deepEqual(reports.map((r) => r.overran), [true, true, false]);
+  assert.equal(logger.messages("warn").length, 1);
+  assert.ok(logger.messages("info").includes("cycles fit in the dump period again"));
+});

@@ -1,0 +1,164 @@
+import assert from "node:assert/strict";
+import type { SpawnCommand } from "../lib/command.ts";
+import { SpawnError } from "../lib/command.ts";
+import {
+  ConntrackUnusableError,
+  createCliDeleter,
+  deleteLine,
+  dumpCandidates,
+  LIST_ARGS,
+  probeConntrack,
+} from "../lib/conntrack.ts";
+import { FakeClock, FakeConntrack, staleFlow } from "./fakes.ts";
+
+Deno.test("deleteLine() names protocol, both tuples, the zone and the state guard", () => {
+  const cases = [
+    {
+      name: "IPv4",
+      flow: staleFlow(40000),
+      want: "-D -p tcp -s 198.51.100.2 -d 192.0.2.10 --sport 40000 --dport 80 " +
+        "-r 192.0.2.10 -q 198.51.100.2 --reply-port-src 80 --reply-port-dst 40000 " +
+        "-w 0 --state SYN_SENT",
+    },
+    {
+      name: "IPv6",
+      flow: staleFlow(40200, { v6: true }),
+      want: "-D -p tcp -s 2001:db8::2 -d 2001:db8:100::10 --sport 40200 --dport 80 " +
+        "-r 2001:db8:100::10 -q 2001:db8::2 --reply-port-src 80 --reply-port-dst 40200 " +
+        "-w 0 --state SYN_SENT",
+    },
+    {
+      name: "zoned",
+      flow: staleFlow(40100, { zone: 7 }),
+      want: "-D -p tcp -s 198.51.100.2 -d 192.0.2.10 --sport 40100 --dport 80 " +
+        "-r 192.0.2.10 -q 198.51.100.2 --reply-port-src 80 --reply-port-dst 40100 " +
+        "-w 7 --state SYN_SENT",
+    },
+    {
+      name: "directional zones",
+      flow: { ...staleFlow(40101), origZone: 3, replyZone: 4 },
+      want: "-D -p tcp -s 198.51.100.2 -d 192.0.2.10 --sport 40101 --dport 80 " +
+        "-r 192.0.2.10 -q 198.51.100.2 --reply-port-src 80 --reply-port-dst 40101 " +
+        "-w 0 --orig-zone 3 --reply-zone 4 --state SYN_SENT",
+    },
+  ];
+  for (const c of cases) assert.equal(deleteLine(c.flow), c.want, c.name);
+});
+
+Deno.test("createCliDeleter() deletes a batch in one conntrack -R - and spares other flows", async () => {
+  const clock = new FakeClock();
+  const ct = new FakeConntrack(clock);
+  const stale = [staleFlow(40000), staleFlow(40001, { v6: true }), staleFlow(40002, { zone: 7 })];
+  for (const f of stale) ct.add(f);
+  // The same two hosts, established on another source port, and the same tuple in another zone.
+  const established = ct.add(staleFlow(40003), { state: "ESTABLISHED" });
+  const otherZone = ct.add(staleFlow(40000, { zone: 9 }));
+  const deleter = createCliDeleter(ct.spawn, "conntrack");
+  const outcome = await deleter.delete(stale);
+  assert.equal(outcome.deleted.length, 3);
+  assert.deepEqual(outcome.failed, []);
+  assert.deepEqual(ct.spawned, [["-R", "-"]]);
+  assert.deepEqual(ct.table, [established, otherZone]);
+});
+
+Deno.test("createCliDeleter() leaves a flow that completed in between and reports it gone", async () => {
+  const ct = new FakeConntrack(new FakeClock());
+  const entry = ct.add(staleFlow(40000));
+  entry.state = "ESTABLISHED";
+  const outcome = await createCliDeleter(ct.spawn, "conntrack").delete([staleFlow(40000)]);
+  assert.equal(outcome.deleted.length, 0);
+  assert.equal(outcome.gone.length, 1);
+  assert.equal(ct.table.length, 1);
+});
+
+Deno.test("createCliDeleter() spawns nothing for an empty batch", async () => {
+  const ct = new FakeConntrack(new FakeClock());
+  const outcome = await createCliDeleter(ct.spawn, "conntrack").delete([]);
+  assert.deepEqual(outcome, { deleted: [], gone: [], failed: [] });
+  assert.equal(ct.spawned.length, 0);
+});
+
+Deno.test("createCliDeleter() reports every flow failed when conntrack cannot start", async () => {
+  const missing: SpawnCommand = (program) => {
+    throw new SpawnError(program, "not-found", "not found");
+  };
+  const outcome = await createCliDeleter(missing, "/nope/conntrack").delete([staleFlow(1)]);
+  assert.equal(outcome.failed.length, 1);
+  assert.match(outcome.failed[0]!.reason, /\/nope\/conntrack: not found/);
+});
+
+Deno.test("dumpCandidates() lists with the kernel-filtered form and counts a flow once", async () => {
+  const ct = new FakeConntrack(new FakeClock());
+  ct.behaviour = {
+    kind: "garbage",
+    lines: [
+      "tcp      6 116 SYN_SENT src=198.51.100.2 dst=192.0.2.10 sport=40000 dport=80 [UNREPLIED] src=192.0.2.10 dst=198.51.100.2 sport=80 dport=40000 mark=0 use=1",
+      "tcp      6 115 SYN_SENT src=198.51.100.2 dst=192.0.2.10 sport=40000 dport=80 [UNREPLIED] src=192.0.2.10 dst=198.51.100.2 sport=80 dport=40000 mark=0 use=1",
+      "tcp      6 116 SYN_SENT src=198.51.100.2 dst=192.0.2.10 sport=99999 dport=80 [UNREPLIED]",
+      "not conntrack output at all",
+    ],
+  };
+  const dump = await dumpCandidates(ct.spawn, { conntrack: "conntrack" });
+  assert.deepEqual(ct.spawned, [[...LIST_ARGS]]);
+  assert.equal(dump.kind, "ok");
+  if (dump.kind !== "ok") return;
+  assert.equal(dump.lines, 4);
+  assert.equal(dump.candidates.length, 1);
+  assert.equal(dump.candidates[0]!.timeout, 116);
+  assert.equal(dump.unparsable?.count, 2);
+  assert.match(dump.unparsable?.firstLine ?? "", /sport=99999/);
+});
+
+Deno.test("dumpCandidates() turns a failing conntrack into a failed dump with its message", async () => {
+  const ct = new FakeConntrack(new FakeClock());
+  ct.behaviour = {
+    kind: "fail",
+    code: 1,
+    stderr: "conntrack v1.4.7 (conntrack-tools): Operation failed: invalid parameters\n",
+  };
+  const dump = await dumpCandidates(ct.spawn, { conntrack: "conntrack" });
+  assert.deepEqual(dump, {
+    kind: "failed",
+    reason: "conntrack exited 1: Operation failed: invalid parameters",
+  });
+});
+
+Deno.test("dumpCandidates() keeps only the flows the filter accepts", async () => {
+  const ct = new FakeConntrack(new FakeClock());
+  ct.add(staleFlow(1));
+  ct.add(staleFlow(2, { dport: 443 }));
+  const dump = await dumpCandidates(ct.spawn, {
+    conntrack: "conntrack",
+    accept: (flow) => flow.original.dport === 443,
+  });
+  assert.equal(dump.kind === "ok" && dump.candidates.map((c) => c.flow.original.sport)[0], 2);
+  assert.equal(dump.kind === "ok" && dump.candidates.length, 1);
+});
+
+Deno.test("probeConntrack() names CONNTRACK_BIN when the binary is missing", async () => {
+  const missing: SpawnCommand = (program) => {
+    throw new SpawnError(program, "not-found", "not found");
+  };
+  await assert.rejects(
+    probeConntrack(missing, "/opt/none/conntrack"),
+    (error: Error) =>
+      error instanceof ConntrackUnusableError && /CONNTRACK_BIN/.test(error.message) &&
+      /\/opt\/none\/conntrack: not found/.test(error.message) && !error.message.includes("\n"),
+  );
+});
+
+Deno.test("probeConntrack() says CAP_NET_ADMIN is missing when the table cannot be read", async () => {
+  const ct = new FakeConntrack(new FakeClock());
+  ct.behaviour = {
+    kind: "fail",
+    code: 1,
+    stderr: "conntrack v1.4.7 (conntrack-tools): Operation failed: sorry, you must be root or " +
+      "get CAP_NET_ADMIN capability to do this\n",
+  };
+  await assert.rejects(probeConntrack(ct.spawn, "conntrack"), /needs CAP_NET_ADMIN/);
+});
+
+Deno.test("probeConntrack() returns the version of a working conntrack", async () => {
+  const ct = new FakeConntrack(new FakeClock());
+  assert.equal(await probeConntrack(ct.spawn, "conntrack"), "conntrack v1.4.7");
+});

@@ -1,0 +1,202 @@
+/**
+ * Shared steps of the namespace scenarios: registering a root-only test, the long-lived
+ * ESTABLISHED flow every scenario keeps an eye on, and the client stuck on a stale entry.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import type { Family } from "../../lib/flow.ts";
+import { denoSpawn } from "../../lib/process.ts";
+import {
+  ADDRESSES,
+  type AgentCommand,
+  type AgentLogRecord,
+  type ConntrackEntry,
+  missingPrerequisites,
+  prepareAgentCommand,
+  type RetryingClient,
+  SERVICE_PORT,
+  Testbed,
+  type TestbedOptions,
+} from "../../lib/testbed.ts";
+
+/** The project root. */
+export const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
+
+/** The source port the stuck client retries from. */
+export const CLIENT_PORT = 40000;
+/** The other Service port, DNATed from the start, that the long-lived flow uses. */
+export const HELD_SERVICE_PORT = 443;
+/** The long-lived flow's source port. */
+export const HELD_PORT = 30443;
+/** The client's connect timeout: one retry. */
+export const RETRY_MS = 1000;
+/**
+ * Scheduling slack on top of every deadline: process start, dump time and the moment within a
+ * retry at which the entry goes.
+ */
+export const SLACK_MS = 1500;
+
+const missing = missingPrerequisites();
+const inCi = Deno.env.get("CI") === "true";
+
+/**
+ * Registers a namespace test named `e2e (root, netns): <name>`. Without root or the programs it
+ * is ignored and says why in its name; under `CI=true` it runs and fails instead, so a CI that
+ * lost a prerequisite never passes silently.
+ */
+export function e2eTest(name: string, fn: () => Promise<void>): void {
+  const ignore = missing.length > 0 && !inCi;
+  Deno.test({
+    name: `e2e (root, netns): ${name}${ignore ? ` (ignored: needs ${missing.join("; ")})` : ""}`,
+    ignore,
+    fn: async () => {
+      if (missing.length > 0) {
+        throw new Error(
+          `Cannot run the namespace tests under CI as this runner lacks: ${missing.join("; ")}`,
+        );
+      }
+      await fn();
+    },
+  });
+}
+
+/** A new testbed on the real system. */
+export function createBed(options: Partial<TestbedOptions> = {}): Promise<Testbed> {
+  return Testbed.create({ spawn: denoSpawn, root: ROOT, ...options });
+}
+
+/** The agent's argv, from `deno.json`'s start task. */
+export function agentCommand(): Promise<AgentCommand> {
+  return prepareAgentCommand(denoSpawn, ROOT);
+}
+
+/** Flags every scenario gives the agent: JSON logs, no metrics listener. */
+export const BASE_FLAGS: readonly string[] = ["--log-format", "json", "--metrics-address", ""];
+
+/** The long-lived ESTABLISHED flow and how to check it survived. */
+export interface HeldFlow extends AsyncDisposable {
+  /** Its conntrack entry when it was set up. */
+  readonly entry: ConntrackEntry;
+  /** Asserts the same entry (same id) is still in the table, still ESTABLISHED. */
+  assertIntact(bed: Testbed): Promise<void>;
+}
+
+/**
+ * Opens a connection from the client to `VIP:443` (DNATed to the backend from the start) from
+ * the same client address as the stuck client, and keeps it open.
+ */
+export async function holdEstablishedFlow(bed: Testbed, family: Family): Promise<HeldFlow> {
+  await bed.addServiceDnat(family, { servicePort: HELD_SERVICE_PORT });
+  const client = await bed.startClient(family, {
+    sport: HELD_PORT,
+    dport: HELD_SERVICE_PORT,
+    mode: "hold",
+  });
+  await client.connected;
+  const entry = await bed.waitForEntry(
+    (e) => isHeld(e, family) && e.state === "ESTABLISHED",
+    5000,
+    "the long-lived ESTABLISHED flow",
+  );
+  return {
+    entry,
+    assertIntact: async (current) => {
+      const now = (await current.entries()).find((e) => isHeld(e, family));
+      assert.ok(now, `the long-lived flow ${describe(entry)} lost its conntrack entry`);
+      assert.equal(now.id, entry.id, "the long-lived flow's entry was replaced (new id)");
+      assert.equal(now.state, "ESTABLISHED");
+    },
+    [Symbol.asyncDispose]: async () => {
+      await client.stop();
+    },
+  };
+}
+
+function isHeld(e: ConntrackEntry, family: Family): boolean {
+  return e.flow.family === family && e.flow.original.sport === HELD_PORT &&
+    e.flow.original.dst === ADDRESSES[family].vip;
+}
+
+/** The retrying client and the stale entry it is stuck on. */
+export interface StuckClient extends AsyncDisposable {
+  /** The client. */
+  readonly client: RetryingClient;
+  /** Its stale `SYN_SENT [UNREPLIED]` entry, without DNAT. */
+  readonly stale: ConntrackEntry;
+}
+
+/**
+ * Starts the retrying client while no Service exists, waits for its un-NATed `SYN_SENT` entry on
+ * the node, then installs the Service's DNAT rule: from here on the client is stuck.
+ */
+export async function stuckClient(bed: Testbed, family: Family): Promise<StuckClient> {
+  const client = await bed.startClient(family, { sport: CLIENT_PORT, timeoutMs: RETRY_MS });
+  const stale = await bed.waitForEntry(
+    (e) => isStale(e, family),
+    5000,
+    `the client's SYN_SENT entry from port ${CLIENT_PORT}`,
+  );
+  assert.ok(stale.candidate, `the tokenizer does not see ${stale.line} as a candidate`);
+  await bed.addServiceDnat(family, { style: "kube" });
+  return {
+    client,
+    stale,
+    [Symbol.asyncDispose]: async () => {
+      await client.stop();
+    },
+  };
+}
+
+/** Whether an entry is the stuck client's stale one. */
+export function isStale(e: ConntrackEntry, family: Family): boolean {
+  return e.flow.family === family && e.flow.original.sport === CLIENT_PORT &&
+    e.flow.original.dst === ADDRESSES[family].vip && e.flow.original.dport === SERVICE_PORT &&
+    e.state === "SYN_SENT" && e.unreplied;
+}
+
+/** Whether a log record is a deletion (or dry-run would-be deletion) of the stuck client's flow. */
+export function namesStuckFlow(record: AgentLogRecord, family: Family): boolean {
+  const p = record.properties;
+  return p["src"] === ADDRESSES[family].client && p["sport"] === CLIENT_PORT &&
+    p["dst"] === ADDRESSES[family].vip && p["dport"] === SERVICE_PORT;
+}
+
+/** Resolves after `ms`. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function describe(e: ConntrackEntry): string {
+  const o = e.flow.original;
+  return `${o.src}:${o.sport} -> ${o.dst}:${o.dport} (id ${e.id})`;
+}
+
+/**
+ * Waits for the client to connect and returns milliseconds since `since` (performance.now());
+ * fails with the client's attempts when it has not connected within `limitMs` of `since`.
+ */
+export async function timeToConnect(
+  client: RetryingClient,
+  since: number,
+  limitMs: number,
+): Promise<number> {
+  const left = Math.max(0, since + limitMs - performance.now());
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((resolve) => {
+    timer = setTimeout(() => resolve("late"), left);
+  });
+  try {
+    const outcome = await Promise.race([client.connected, late]);
+    const took = performance.now() - since;
+    assert.notEqual(
+      outcome,
+      "late",
+      `the client did not get through within ${limitMs} ms; attempts: ` +
+        JSON.stringify(client.events),
+    );
+    return took;
+  } finally {
+    clearTimeout(timer);
+  }
+}

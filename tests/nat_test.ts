@@ -1,0 +1,252 @@
+import assert from "node:assert/strict";
+import { SpawnError } from "../lib/command.ts";
+import type { SpawnCommand } from "../lib/command.ts";
+import type { NatSource } from "../lib/config.ts";
+import type { Family } from "../lib/flow.ts";
+import type { Logger, LogProperties } from "../lib/log.ts";
+import { createNatReader, createNatView } from "../lib/nat.ts";
+
+const fixture = (name: string) =>
+  Deno.readTextFileSync(new URL(`./fixtures/${name}`, import.meta.url));
+const IPT_V4 = fixture("nat-iptables-save-v4.txt");
+const IPT_V6 = fixture("nat-iptables-save-v6.txt");
+const NFT_IP = fixture("nat-nft-kube-proxy-ip.json");
+const NFT_IP6 = fixture("nat-nft-kube-proxy-ip6.json");
+const NFT_MISSING = fixture("nat-nft-missing-table-stderr.txt");
+
+function flow(family: Family, dst: string, dport: number) {
+  const src = family === "ipv4" ? "198.51.100.2" : "2001:db8::2";
+  return {
+    family,
+    original: { src, dst, sport: 40000, dport },
+    reply: { src: dst, dst: src, sport: dport, dport: 40000 },
+    zone: 0,
+  };
+}
+
+// Destinations that only one source knows, so a test can tell which sources were read.
+const ONLY_IPTABLES_V4 = flow("ipv4", "198.51.100.20", 8080);
+const ONLY_IPTABLES_V6 = flow("ipv6", "2001:db8:51::20", 8080);
+const ONLY_NFT_V4 = flow("ipv4", "192.0.2.12", 9443);
+const ONLY_NFT_V6 = flow("ipv6", "2001:db8:100::12", 9443);
+
+/** What a fake program does when started. */
+type Behaviour =
+  | { readonly stdout: string; readonly code?: number; readonly stderr?: string }
+  | { readonly missing: true };
+
+/** A fake SpawnCommand whose programs can be changed between cycles; records every command. */
+function fakeSpawn(programs: Record<string, Behaviour>) {
+  const calls: string[] = [];
+  const spawn: SpawnCommand = (program, args) => {
+    const line = [program, ...args].join(" ");
+    calls.push(line);
+    const behaviour = programs[line] ?? { missing: true };
+    if ("missing" in behaviour) throw new SpawnError(program, "not-found", "not found");
+    // Split the output across chunks, as a pipe would.
+    const bytes = new TextEncoder().encode(behaviour.stdout);
+    const half = Math.floor(bytes.length / 2);
+    return {
+      stdout: ReadableStream.from([bytes.slice(0, half), bytes.slice(half)]),
+      status: Promise.resolve({ code: behaviour.code ?? 0, stderr: behaviour.stderr ?? "" }),
+    };
+  };
+  return { spawn, calls, programs };
+}
+
+const IPTABLES = "iptables-save -t nat";
+const IP6TABLES = "ip6tables-save -t nat";
+const NFT = "nft -j list table ip kube-proxy";
+const NFT6 = "nft -j list table ip6 kube-proxy";
+
+const everything = (): Record<string, Behaviour> => ({
+  [IPTABLES]: { stdout: IPT_V4 },
+  [IP6TABLES]: { stdout: IPT_V6 },
+  [NFT]: { stdout: NFT_IP },
+  [NFT6]: { stdout: NFT_IP6 },
+});
+
+interface Record_ {
+  readonly level: "debug" | "info" | "warn" | "error";
+  readonly message: string;
+  readonly properties: LogProperties | undefined;
+}
+
+function recordingLogger() {
+  const records: Record_[] = [];
+  const at = (level: Record_["level"]) => (message: string, properties?: LogProperties) => {
+    records.push({ level, message, properties });
+  };
+  const logger: Logger = {
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+  };
+  const count = (level: Record_["level"]) => records.filter((r) => r.level === level).length;
+  return { logger, records, count };
+}
+
+function reader(source: NatSource, programs: Record<string, Behaviour>) {
+  const fake = fakeSpawn(programs);
+  const log = recordingLogger();
+  return { nat: createNatReader({ source, spawn: fake.spawn, logger: log.logger }), fake, log };
+}
+
+Deno.test("createNatView() matches an IPv6 destination written another way", () => {
+  const view = createNatView([{ family: "ipv6", address: "2001:DB8:0:0::0:A", port: 80 }]);
+  assert.equal(view.translates(flow("ipv6", "2001:db8::a", 80)), true);
+  assert.equal(view.translates(flow("ipv6", "2001:db8::b", 80)), false);
+  assert.equal(view.translates(flow("ipv6", "2001:db8::a", 81)), false);
+});
+
+Deno.test("createNatView() matches an IPv4-mapped IPv6 destination only as IPv6", () => {
+  const view = createNatView([{ family: "ipv6", address: "::ffff:192.0.2.10", port: 80 }]);
+  assert.equal(view.translates(flow("ipv6", "::ffff:c000:20a", 80)), true);
+  assert.equal(view.translates(flow("ipv4", "192.0.2.10", 80)), false);
+});
+
+Deno.test("createNatView() counts distinct destinations and drops garbled addresses", () => {
+  const view = createNatView([
+    { family: "ipv4", address: "192.0.2.10", port: 80 },
+    { family: "ipv4", address: "192.0.2.10", port: 80 },
+    { family: "ipv4", address: "192.0.2.10", port: 443 },
+    { family: "ipv4", address: "192.0.2.300", port: 80 },
+    { family: "ipv6", address: "2001:db8::1::2", port: 80 },
+  ]);
+  assert.equal(view.size, 2);
+  assert.equal(view.translates(flow("ipv4", "192.0.2.10", 443)), true);
+});
+
+Deno.test("createNatReader() with source off reads nothing and gives no view", async () => {
+  const { nat, fake, log } = reader("off", everything());
+  assert.equal(await nat.read(), undefined);
+  assert.deepEqual(fake.calls, []);
+  assert.equal(log.count("warn"), 0);
+});
+
+Deno.test("createNatReader() with source iptables runs iptables-save and ip6tables-save", async () => {
+  const { nat, fake } = reader("iptables", everything());
+  const view = await nat.read();
+  assert.deepEqual(fake.calls.toSorted(), [IP6TABLES, IPTABLES]);
+  assert.equal(view?.translates(ONLY_IPTABLES_V4), true);
+  assert.equal(view?.translates(ONLY_IPTABLES_V6), true);
+  assert.equal(view?.translates(ONLY_NFT_V4), false);
+});
+
+Deno.test("createNatReader() with source nftables reads both kube-proxy tables", async () => {
+  const { nat, fake } = reader("nftables", everything());
+  const view = await nat.read();
+  assert.deepEqual(fake.calls.toSorted(), [NFT, NFT6]);
+  assert.equal(view?.translates(ONLY_NFT_V4), true);
+  assert.equal(view?.translates(ONLY_NFT_V6), true);
+  assert.equal(view?.translates(ONLY_IPTABLES_V4), false);
+});
+
+Deno.test("createNatReader() with source auto unites every source the node has", async () => {
+  const { nat, log } = reader("auto", everything());
+  const view = await nat.read();
+  for (const f of [ONLY_IPTABLES_V4, ONLY_IPTABLES_V6, ONLY_NFT_V4, ONLY_NFT_V6]) {
+    assert.equal(view?.translates(f), true, f.original.dst);
+  }
+  assert.equal(log.count("warn"), 0);
+});
+
+Deno.test("createNatReader() in auto quietly skips tools the node lacks", async () => {
+  const programs = everything();
+  delete programs[IPTABLES];
+  delete programs[IP6TABLES];
+  const { nat, log } = reader("auto", programs);
+  const view = await nat.read();
+  assert.equal(view?.translates(ONLY_NFT_V4), true);
+  assert.equal(log.count("warn"), 0);
+});
+
+Deno.test("createNatReader() takes a missing ip6 kube-proxy table as no rules, not a failure", async () => {
+  const programs = everything();
+  programs[NFT6] = { stdout: "", code: 1, stderr: NFT_MISSING };
+  const { nat, log } = reader("nftables", programs);
+  const view = await nat.read();
+  assert.equal(view?.translates(ONLY_NFT_V4), true);
+  assert.equal(log.count("warn"), 0);
+});
+
+Deno.test("createNatReader() gives no view when no kube-proxy table exists, warning once", async () => {
+  const programs = everything();
+  programs[NFT] = { stdout: "", code: 1, stderr: NFT_MISSING.replace("ip6", "ip") };
+  programs[NFT6] = { stdout: "", code: 1, stderr: NFT_MISSING };
+  const { nat, log } = reader("nftables", programs);
+  assert.equal(await nat.read(), undefined);
+  assert.equal(await nat.read(), undefined);
+  assert.equal(log.count("warn"), 1);
+});
+
+Deno.test("createNatReader() logs a failing tool once, retries it, and logs its recovery", async () => {
+  const programs = everything();
+  programs[IPTABLES] = { stdout: "", code: 1, stderr: "iptables-save: Permission denied\n" };
+  programs[IP6TABLES] = { missing: true };
+  const { nat, fake, log } = reader("iptables", programs);
+
+  assert.equal(await nat.read(), undefined);
+  const warnings = log.records.filter((r) => r.level === "warn");
+  assert.ok(warnings.length > 0);
+  assert.ok(
+    warnings.some((w) => JSON.stringify(w.properties).includes("Permission denied")),
+    "the warning says why",
+  );
+  assert.equal(await nat.read(), undefined);
+  assert.equal(await nat.read(), undefined);
+  assert.equal(log.count("warn"), warnings.length, "no new warning while it keeps failing");
+  assert.equal(fake.calls.filter((c) => c === IPTABLES).length, 3, "retried every cycle");
+
+  programs[IPTABLES] = { stdout: IPT_V4 };
+  programs[IP6TABLES] = { stdout: IPT_V6 };
+  const view = await nat.read();
+  assert.equal(view?.translates(ONLY_IPTABLES_V4), true);
+  assert.equal(view?.translates(ONLY_IPTABLES_V6), true);
+  const infos = log.count("info");
+  assert.ok(infos > 0, "recovery is logged");
+  await nat.read();
+  assert.equal(log.count("info"), infos, "recovery is logged once");
+  assert.equal(log.count("warn"), warnings.length);
+});
+
+Deno.test("createNatReader() keeps the sources that work when one fails", async () => {
+  const programs = everything();
+  programs[IP6TABLES] = { stdout: "", code: 1, stderr: "can't initialize ip6tables table `nat'\n" };
+  const { nat, log } = reader("iptables", programs);
+  const view = await nat.read();
+  assert.equal(view?.translates(ONLY_IPTABLES_V4), true);
+  assert.equal(view?.translates(ONLY_IPTABLES_V6), false);
+  assert.equal(log.count("warn"), 1);
+  await nat.read();
+  assert.equal(log.count("warn"), 1);
+});
+
+Deno.test("createNatReader() in nftables mode fails on a missing nft and on garbled JSON", async () => {
+  for (const broken of [{ missing: true } as const, { stdout: "not json" }]) {
+    const programs = everything();
+    programs[NFT] = broken;
+    programs[NFT6] = broken;
+    const { nat, log } = reader("nftables", programs);
+    assert.equal(await nat.read(), undefined);
+    assert.ok(log.count("warn") > 0);
+  }
+});
+
+Deno.test("createNatReader() in auto gives no view, with one warning, when the node has nothing", async () => {
+  const { nat, log } = reader("auto", {});
+  assert.equal(await nat.read(), undefined);
+  assert.equal(await nat.read(), undefined);
+  assert.equal(log.count("warn"), 1);
+});
+
+Deno.test("createNatReader() gives no view and logs nothing once aborted", async () => {
+  const programs = everything();
+  programs[IPTABLES] = { stdout: "", code: 143 };
+  const { nat, log } = reader("iptables", programs);
+  const controller = new AbortController();
+  controller.abort();
+  assert.equal(await nat.read(controller.signal), undefined);
+  assert.equal(log.count("warn"), 0);
+});
