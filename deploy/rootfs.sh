@@ -73,7 +73,7 @@ needed() {
   awk '$2 == "=>" && $3 ~ /^\// { print $3 }' <<<"$out"
 }
 
-declare -A ADDED=() PACKAGES=()
+declare -A ADDED=() PACKAGES=() SEEN=()
 
 add() { # add SRC DESTPATH: copy SRC's content to DEST/DESTPATH once
   local src=$1 to=$2
@@ -115,6 +115,8 @@ add_program() {
 
 add_library() { # by path as the loader resolved it
   local path=$1 pkg
+  [[ -n "${SEEN[$path]:-}" ]] && return 0
+  SEEN[$path]=1
   pkg=$(owner "$path")
   if [[ -n "$pkg" ]] && is_base "$pkg"; then return 0; fi
   [[ -n "$pkg" ]] && PACKAGES[$pkg]=1

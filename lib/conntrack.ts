@@ -15,9 +15,10 @@ import { tokenizeLine } from "./tokenizer.ts";
 /**
  * Arguments of the one listing per cycle. `-u UNREPLIED` is filtered by the kernel since 5.15
  * (older kernels send every entry and the tokenizer drops them), and `-p tcp` narrows it further;
- * both families and every zone are listed because no `-f` and no `-w` are given.
+ * both families and every zone are listed because no `-f` and no `-w` are given. `-o id` costs
+ * nothing measurable and puts the kernel's entry id in every log line (bench/RESULTS.md).
  */
-export const LIST_ARGS: readonly string[] = ["-L", "-p", "tcp", "-u", "UNREPLIED"];
+export const LIST_ARGS: readonly string[] = ["-L", "-p", "tcp", "-u", "UNREPLIED", "-o", "id"];
 
 /** A line the tokenizer rejected, kept for the once-per-cycle warning. */
 export interface Unparsable {

@@ -63,7 +63,8 @@ export async function parseIptablesSave(
  * @example
  * ```ts
  * import { tokenizeRule } from "./nat_iptables.ts";
- * tokenizeRule('-A X -m comment --comment "a b" -j DNAT'); // ["-A","X","-m","comment","--comment","a b","-j","DNAT"]
+ * tokenizeRule('-A X -m comment --comment "a \\"b\\"" -j DNAT');
+ * // ["-A", "X", "-m", "comment", "--comment", 'a "b"', "-j", "DNAT"]
  * ```
  */
 export function tokenizeRule(line: string): string[] {

@@ -503,7 +503,7 @@ export class Testbed implements AsyncDisposable {
   }
 
   /**
-   * Polls {@link Testbed.entries} every 100 ms until one matches; throws {@link TestbedError}
+   * Polls {@link Testbed.entries} every 200 ms until one matches; throws {@link TestbedError}
    * naming `what` after `timeoutMs`.
    */
   async waitForEntry(
@@ -520,7 +520,7 @@ export class Testbed implements AsyncDisposable {
           `Cannot find ${what} in the node's conntrack table after ${timeoutMs} ms`,
         );
       }
-      await this.#clock.sleep(100);
+      await this.#clock.sleep(200);
     }
   }
 
@@ -658,6 +658,20 @@ export class Testbed implements AsyncDisposable {
     return out.stdout.split("\n").filter((l) => l.trim() !== "").map(Number);
   }
 
+  /**
+   * Processes still inside a host's namespace with their command lines, from `ps` (Deno will not
+   * read `/proc/<pid>` without `--allow-all`).
+   */
+  async processes(host: Host): Promise<readonly { pid: number; args: string }[]> {
+    const pids = await this.pids(host);
+    if (pids.length === 0) return [];
+    const out = await runToEnd(this.#spawn, "ps", ["-o", "pid=,args=", "-p", pids.join(",")]);
+    return out.stdout.split("\n").flatMap((line) => {
+      const match = line.trim().match(/^(\d+)\s+(.*)$/);
+      return match ? [{ pid: Number(match[1]), args: match[2] ?? "" }] : [];
+    });
+  }
+
   /** Stops every process, kills stragglers, deletes the namespaces. Safe to call twice. */
   async [Symbol.asyncDispose](): Promise<void> {
     if (this.#disposed) return;
@@ -741,7 +755,9 @@ export function startTaskArgv(task: string, root: string, deno: string): readonl
  */
 export function missingPrerequisites(): readonly string[] {
   const missing: string[] = [];
-  if (!isRoot()) missing.push("root");
+  const root = isRoot();
+  if (root === "unknown") missing.push("the --allow-sys=uid permission (to check for root)");
+  else if (!root) missing.push("root");
   const path = (Deno.env.get("PATH") ?? "").split(":").filter((d) => d !== "");
   const programs = ["ip", "conntrack", "iptables-restore", "ip6tables-restore", "nft", "sysctl"];
   const absent = programs.filter((p) => !path.some((dir) => isExecutable(`${dir}/${p}`)));
@@ -753,12 +769,13 @@ export function missingPrerequisites(): readonly string[] {
   return missing;
 }
 
-function isRoot(): boolean {
+/** Whether this process runs as root; `unknown` without the permission to ask. */
+function isRoot(): boolean | "unknown" {
   try {
-    const status = Deno.readTextFileSync("/proc/self/status");
-    return /^Uid:\s+0\s/m.test(status);
+    return Deno.uid() === 0;
   } catch {
-    return false;
+    // Deno forbids reading /proc/self without --allow-all, so the uid is all there is.
+    return "unknown";
   }
 }
 
@@ -1020,17 +1037,22 @@ async function sweepOrphans(spawn: SpawnCommand): Promise<void> {
   for (const line of out.stdout.split("\n")) {
     const name = line.split(" ")[0] ?? "";
     const match = name.match(/^cct-(\d+)-[0-9a-f]+-(client|node|backend)$/);
-    if (!match || processExists(Number(match[1]))) continue;
+    if (!match || await processExists(spawn, Number(match[1]))) continue;
     await killNamespace(spawn, name);
   }
 }
 
-function processExists(pid: number): boolean {
+/**
+ * Whether a process runs, by `kill -0` (Deno refuses to stat `/proc/<pid>` without
+ * `--allow-all`). When unsure, says yes: a namespace is only swept when its owner is surely gone.
+ */
+async function processExists(spawn: SpawnCommand, pid: number): Promise<boolean> {
+  if (pid === Deno.pid) return true;
   try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
+    const out = await runToEnd(spawn, "kill", ["-0", String(pid)]);
+    return out.code === 0 || !/no such process/i.test(out.stderr);
   } catch {
-    return false;
+    return true;
   }
 }
 
@@ -1040,7 +1062,7 @@ function randomHex(bytes: number): string {
     .join("");
 }
 
-/** The line of a program's stderr that says what went wrong: the first error line, else the last. */
+/** The line of stderr that says what went wrong: the first error line, else the last. */
 function lastLine(text: string): string {
   const lines = text.trim().split("\n");
   return lines.find((l) => /error/i.test(l))?.trim() ?? lines[lines.length - 1] ?? "";

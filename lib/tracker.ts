@@ -8,7 +8,7 @@
  * @module
  */
 import { type Candidate, type Flow, isUnNATed } from "./flow.ts";
-import { type AgeSource, type Assessment, type Evidence, type Rule, RULES } from "./verdict.ts";
+import { type AgeSource, type Assessment, type Rule, RULES, type Verdict } from "./verdict.ts";
 
 /** How the tracker judges entries. */
 export interface TrackerOptions {
@@ -117,6 +117,7 @@ export class Tracker {
   readonly #threshold: number;
   readonly #maxAgeMs: number;
   readonly #flows = new Map<string, Tracked>();
+  readonly #countingWhy: string[] = [];
   #generation = 0;
 
   /**
@@ -162,17 +163,19 @@ export class Tracker {
     const flows = this.#flows;
     const assessments: Assessment[] = [];
     for (const candidate of candidates) {
-      const window = expiryWindow(candidate.timeout, dump);
+      // Inlined expiryWindow(): this loop runs for every candidate of every dump.
+      const lo = dump.start + candidate.timeout * 1000;
+      const hi = dump.end + candidate.timeout * 1000 + 1000;
       let tracked = flows.get(candidate.key);
       let sighting: Sighting;
       if (tracked === undefined) {
-        tracked = fresh(candidate, window, dump, generation);
+        tracked = fresh(candidate, lo, hi, dump, generation);
         flows.set(candidate.key, tracked);
         sighting = "first";
       } else if (tracked.generation === generation) {
         continue;
       } else {
-        sighting = update(tracked, candidate, window, dump, generation);
+        sighting = update(tracked, candidate, lo, hi, dump, generation);
       }
       assessments.push({
         candidate,
@@ -204,73 +207,82 @@ export class Tracker {
     sighting: Sighting,
     dump: DumpWindow,
     translates: ((flow: Flow) => boolean) | undefined,
-  ): Assessment["verdict"] {
-    const evidence: Evidence = candidate.deltaTime === undefined
-      ? {
-        renewals: tracked.renewals,
-        ageMs: Math.max(0, dump.start - tracked.firstSeenEnd),
-        ageSource: "observed",
-      }
-      : {
-        renewals: tracked.renewals,
-        ageMs: kernelAgeMs(candidate.deltaTime),
-        ageSource: "kernel",
-      };
+  ): Verdict {
+    const renewals = tracked.renewals;
+    const ageSource: AgeSource = candidate.deltaTime === undefined ? "observed" : "kernel";
+    const ageMs = candidate.deltaTime === undefined
+      ? Math.max(0, dump.start - tracked.firstSeenEnd)
+      : kernelAgeMs(candidate.deltaTime);
     for (const rule of RULES) {
-      if (this.#fires(rule, candidate.flow, evidence, translates)) {
-        return { kind: "delete", rule, why: this.#why(rule, candidate, evidence), ...evidence };
+      if (this.#fires(rule, candidate.flow, renewals, ageMs, translates)) {
+        const why = this.#why(rule, candidate, renewals, ageMs, ageSource);
+        return { kind: "delete", rule, why, renewals, ageMs, ageSource };
       }
     }
-    return { kind: "keep", why: this.#keepWhy(sighting, evidence), ...evidence };
+    return { kind: "keep", why: this.#keepWhy(sighting, renewals), renewals, ageMs, ageSource };
   }
 
   #fires(
     rule: Rule,
     flow: Flow,
-    evidence: Evidence,
+    renewals: number,
+    ageMs: number,
     translates: ((flow: Flow) => boolean) | undefined,
   ): boolean {
     switch (rule) {
       case "nat":
         return translates !== undefined && isUnNATed(flow) && translates(flow);
       case "renewal":
-        return evidence.renewals > this.#threshold;
+        return renewals > this.#threshold;
       case "age":
-        return this.#maxAgeMs !== 0 && evidence.ageMs >= this.#maxAgeMs;
+        return this.#maxAgeMs !== 0 && ageMs >= this.#maxAgeMs;
     }
   }
 
-  #why(rule: Rule, candidate: Candidate, evidence: Evidence): string {
+  #why(
+    rule: Rule,
+    candidate: Candidate,
+    renewals: number,
+    ageMs: number,
+    ageSource: AgeSource,
+  ): string {
     switch (rule) {
       case "nat": {
         const o = candidate.flow.original;
         return `no NAT while the node now translates ${hostPort(o.dst, o.dport)}`;
       }
       case "renewal":
-        return `timer renewed ${plural(evidence.renewals, "time")} (threshold ${this.#threshold})`;
+        return `timer renewed ${plural(renewals, "time")} (threshold ${this.#threshold})`;
       case "age":
-        return `unreplied for ${seconds(evidence.ageMs)} (max ${seconds(this.#maxAgeMs)}, ` +
-          `${ageOrigin(evidence.ageSource, candidate.deltaTime)})`;
+        return `unreplied for ${seconds(ageMs)} (max ${seconds(this.#maxAgeMs)}, ` +
+          `${ageOrigin(ageSource, candidate.deltaTime)})`;
     }
   }
 
-  #keepWhy(sighting: Sighting, evidence: Evidence): string {
+  #keepWhy(sighting: Sighting, renewals: number): string {
     if (sighting === "first") return "new: first seen";
     if (sighting === "recreated") return "new: re-created with the same tuples";
-    return `counting down (${plural(evidence.renewals, "renewal")}, threshold ${this.#threshold})`;
+    // Kept entries have at most `threshold` renewals, so this cache stays that small; sharing
+    // one string per count spares building a million equal strings per dump.
+    const cached = this.#countingWhy[renewals];
+    if (cached !== undefined) return cached;
+    const why = `counting down (${plural(renewals, "renewal")}, threshold ${this.#threshold})`;
+    this.#countingWhy[renewals] = why;
+    return why;
   }
 }
 
 function fresh(
   candidate: Candidate,
-  window: ExpiryWindow,
+  lo: number,
+  hi: number,
   dump: DumpWindow,
   generation: number,
 ): Tracked {
   return {
     generation,
-    lo: window.lo,
-    hi: window.hi,
+    lo,
+    hi,
     renewals: 0,
     firstSeenEnd: dump.end,
     id: candidate.id,
@@ -282,36 +294,37 @@ function fresh(
 function update(
   tracked: Tracked,
   candidate: Candidate,
-  window: ExpiryWindow,
+  lo: number,
+  hi: number,
   dump: DumpWindow,
   generation: number,
 ): Sighting {
   tracked.generation = generation;
   // Every branch that starts over loses evidence, never invents it: resetting is always safe.
   if (
-    window.hi <= tracked.lo || differs(tracked.id, candidate.id) ||
+    hi <= tracked.lo || differs(tracked.id, candidate.id) ||
     (tracked.deltaTime !== undefined && candidate.deltaTime !== undefined &&
       candidate.deltaTime < tracked.deltaTime)
   ) {
     // An expiry earlier than one already proven cannot be the same entry, nor can a different
     // kernel id or a creation time that moved forward: the flow was deleted and re-created.
-    Object.assign(tracked, fresh(candidate, window, dump, generation));
+    Object.assign(tracked, fresh(candidate, lo, hi, dump, generation));
     return "recreated";
   }
   tracked.id = candidate.id;
   tracked.deltaTime = candidate.deltaTime;
-  if (window.lo >= tracked.hi) {
+  if (lo >= tracked.hi) {
     // The expiry is now certainly later than any instant it could have been at before.
     tracked.renewals += 1;
-    tracked.lo = window.lo;
-    tracked.hi = window.hi;
+    tracked.lo = lo;
+    tracked.hi = hi;
     return "renewed";
   }
   // Both windows hold the expiry unless it was renewed; if it was, the narrowed window no longer
   // holds it and the next sighting proves the renewal. Without a renewal it always holds it, so
   // narrowing can never make a renewal appear.
-  tracked.lo = Math.max(tracked.lo, window.lo);
-  tracked.hi = Math.min(tracked.hi, window.hi);
+  tracked.lo = Math.max(tracked.lo, lo);
+  tracked.hi = Math.min(tracked.hi, hi);
   return "unchanged";
 }
 

@@ -10,8 +10,8 @@ const fixture = (name: string) =>
   Deno.readTextFileSync(new URL(`./fixtures/${name}`, import.meta.url));
 const IPT_V4 = fixture("nat-iptables-save-v4.txt");
 const IPT_V6 = fixture("nat-iptables-save-v6.txt");
-const NFT_IP = fixture("nat-nft-kube-proxy-ip.json");
-const NFT_IP6 = fixture("nat-nft-kube-proxy-ip6.json");
+const NFT_IP = fixture("nat-nft-service-ips-ip.json");
+const NFT_IP6 = fixture("nat-nft-service-ips-ip6.json");
 const NFT_MISSING = fixture("nat-nft-missing-table-stderr.txt");
 
 function flow(family: Family, dst: string, dport: number) {
@@ -56,8 +56,8 @@ function fakeSpawn(programs: Record<string, Behaviour>) {
 
 const IPTABLES = "iptables-save -t nat";
 const IP6TABLES = "ip6tables-save -t nat";
-const NFT = "nft -j list table ip kube-proxy";
-const NFT6 = "nft -j list table ip6 kube-proxy";
+const NFT = "nft -j list map ip kube-proxy service-ips";
+const NFT6 = "nft -j list map ip6 kube-proxy service-ips";
 
 const everything = (): Record<string, Behaviour> => ({
   [IPTABLES]: { stdout: IPT_V4 },
@@ -134,7 +134,7 @@ Deno.test("createNatReader() with source iptables runs iptables-save and ip6tabl
   assert.equal(view?.translates(ONLY_NFT_V4), false);
 });
 
-Deno.test("createNatReader() with source nftables reads both kube-proxy tables", async () => {
+Deno.test("createNatReader() with source nftables reads both kube-proxy service-ips maps", async () => {
   const { nat, fake } = reader("nftables", everything());
   const view = await nat.read();
   assert.deepEqual(fake.calls.toSorted(), [NFT, NFT6]);

@@ -12,6 +12,7 @@ import {
   e2eTest,
   holdEstablishedFlow,
   isStale,
+  listingCostMs,
   namesStuckFlow,
   RETRY_MS,
   SLACK_MS,
@@ -27,6 +28,7 @@ e2eTest(
   async () => {
     const command = await agentCommand();
     await using bed = await createBed();
+    const cost = await listingCostMs(bed);
     await using held = await holdEstablishedFlow(bed, "ipv4");
     await using stuck = await stuckClient(bed, "ipv4");
     await using agent = await bed.startAgent(command, [
@@ -42,7 +44,8 @@ e2eTest(
     const took = await timeToConnect(
       stuck.client,
       since,
-      MAX_AGE_MS + PERIOD_MS + RETRY_MS + SLACK_MS,
+      MAX_AGE_MS + PERIOD_MS + cost + RETRY_MS + SLACK_MS,
+      agent,
     );
     const deletion = await agent.waitFor(
       (r) => r.message === "deleted stale flow" && namesStuckFlow(r, "ipv4"),

@@ -11,6 +11,7 @@ import {
   ADDRESSES,
   type AgentCommand,
   type AgentLogRecord,
+  type AgentProcess,
   type ConntrackEntry,
   missingPrerequisites,
   prepareAgentCommand,
@@ -35,7 +36,7 @@ export const RETRY_MS = 1000;
  * Scheduling slack on top of every deadline: process start, dump time and the moment within a
  * retry at which the entry goes.
  */
-export const SLACK_MS = 1500;
+export const SLACK_MS = 2000;
 
 const missing = missingPrerequisites();
 const inCi = Deno.env.get("CI") === "true";
@@ -162,6 +163,21 @@ export function namesStuckFlow(record: AgentLogRecord, family: Family): boolean 
     p["dst"] === ADDRESSES[family].vip && p["dport"] === SERVICE_PORT;
 }
 
+/**
+ * What one table listing costs here, in ms (the slowest of three). The agent's cycle is its pause
+ * plus a listing, and a listing walks the kernel's whole conntrack hash, every namespace's entries
+ * included, so deadlines stated in periods add this cost per period.
+ */
+export async function listingCostMs(bed: Testbed): Promise<number> {
+  let worst = 0;
+  for (let i = 0; i < 3; i++) {
+    const start = performance.now();
+    await bed.conntrack(["-L", "-p", "tcp", "-u", "UNREPLIED"]);
+    worst = Math.max(worst, performance.now() - start);
+  }
+  return worst;
+}
+
 /** Resolves after `ms`. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -180,6 +196,7 @@ export async function timeToConnect(
   client: RetryingClient,
   since: number,
   limitMs: number,
+  agent?: AgentProcess,
 ): Promise<number> {
   const left = Math.max(0, since + limitMs - performance.now());
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -193,7 +210,8 @@ export async function timeToConnect(
       outcome,
       "late",
       `the client did not get through within ${limitMs} ms; attempts: ` +
-        JSON.stringify(client.events),
+        JSON.stringify(client.events) +
+        (agent ? `; the agent wrote:\n  ${agent.records.map((r) => r.raw).join("\n  ")}` : ""),
     );
     return took;
   } finally {

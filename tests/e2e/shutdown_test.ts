@@ -6,6 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import type { Testbed } from "../../lib/testbed.ts";
 import { agentCommand, BASE_FLAGS, createBed, e2eTest, sleep } from "./harness.ts";
 
 const EXIT_LIMIT_MS = 2000;
@@ -36,28 +37,26 @@ e2eTest("SIGTERM during a cycle exits 0 within 2 s and leaves no child process",
       },
     );
     await Deno.writeTextFile(marker, "");
-    await waitForSlowDump(bed.names.node, () => bed.pids("node"));
+    await waitForSlowDump(bed);
     const stopped = performance.now();
     const status = await agent.stop();
     const took = performance.now() - stopped;
     assert.equal(status.code, 0, `the agent exited ${status.code}: ${agent.otherLines.join("\n")}`);
     assert.ok(took < EXIT_LIMIT_MS, `the agent took ${Math.round(took)} ms to exit`);
     await sleep(100);
-    const left = await bed.pids("node");
-    assert.deepEqual(left, [], `processes left in the node namespace: ${left.join(", ")}`);
+    const left = await bed.processes("node");
+    assert.deepEqual(left, [], `processes left in the node namespace: ${JSON.stringify(left)}`);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
 
 /** Waits until the node namespace runs the wrapper's slow listing: a cycle is under way. */
-async function waitForSlowDump(ns: string, pids: () => Promise<readonly number[]>): Promise<void> {
+async function waitForSlowDump(bed: Testbed): Promise<void> {
   for (let i = 0; i < 100; i++) {
-    for (const pid of await pids()) {
-      const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
-      if (cmdline.startsWith("sleep\0" + "30")) return;
-    }
+    const running = await bed.processes("node");
+    if (running.some((p) => p.args === "sleep 30")) return;
     await sleep(50);
   }
-  throw new Error(`Cannot see the slow conntrack listing in ${ns} after 5 s`);
+  throw new Error(`Cannot see the slow conntrack listing in ${bed.names.node} after 5 s`);
 }
