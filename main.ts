@@ -34,7 +34,7 @@ async function main(): Promise<number> {
   }
   switch (invocation.kind) {
     case "help":
-      console.log(invocation.text);
+      console.log(invocation.text.trimEnd());
       return 0;
     case "version":
       return await printVersions();

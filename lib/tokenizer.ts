@@ -187,6 +187,8 @@ const V6 = "(?:(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}" +
   "|(?=(?:[0-9a-fA-F]*:){2,7}[0-9a-fA-F]* )" +
   "(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4}){0,5})?::(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4}){0,5})?" +
   `|::(?:ffff:)?${V4})`;
+/** Free text (`secctx=`, `helper=`, `labels=`); no `]`, so that the reader can find fields by it. */
+const TEXT = "[^\\s\\]]+";
 /** Any text with a colon that could be IPv6; checked with isIPv6() once matched. */
 const V6_SHAPE = "[0-9a-fA-F.]{0,40}:[0-9a-fA-F:.]{1,44}";
 
@@ -220,9 +222,9 @@ function tcpBody(address: string, unreplied: string, n: Numbers): string {
     ` src=${address} dst=${address} sport=${n.port} dport=${n.port}` +
     `(?: zone-reply=${n.zone})?(?:${counters})?` +
     `(?: \\[(?:ASSURED|OFFLOAD|HW_OFFLOAD)\\])?(?: mark=${U32})?(?: secmark=${U32})?` +
-    `(?: secctx=\\S+)?(?: zone=${n.zone})?(?: delta-time=${n.delta})?` +
-    `(?: \\[start=[^\\]]+\\])?(?: \\[stop=[^\\]]+\\])?(?: helper=\\S+)?(?: use=${U32})?` +
-    `(?: id=${n.id})?(?: labels=\\S+)?`;
+    `(?: secctx=${TEXT})?(?: zone=${n.zone})?(?: delta-time=${n.delta})?` +
+    `(?: \\[start=[^\\]]+\\])?(?: \\[stop=[^\\]]+\\])?(?: helper=${TEXT})?(?: use=${U32})?` +
+    `(?: id=${n.id})?(?: labels=${TEXT})?`;
 }
 
 /** A whole TCP line: an IPv4 and an IPv6 alternative, so that families cannot mix. */
@@ -289,9 +291,12 @@ function candidateFromShapedLine(line: string): ParsedLine | undefined {
   const rDport = parseDecimal(line, a, e, MAX_U16);
   const replyZone = line.startsWith(" zone-reply=", e) ? numberAt(line, e + 12, MAX_U16) : -1;
 
-  const zone = numberAfter(line, " zone=", e, MAX_U16);
-  const deltaTime = numberAfter(line, " delta-time=", e, Number.MAX_SAFE_INTEGER);
-  const id = numberAfter(line, " id=", e, MAX_U32);
+  // `[start=...]` is free text: zone= and delta-time= come before it, id= after the last `]`.
+  let timestamps = line.indexOf(" [st", e);
+  if (timestamps < 0) timestamps = line.length;
+  const zone = numberAfter(line, " zone=", e, timestamps, MAX_U16);
+  const deltaTime = numberAfter(line, " delta-time=", e, timestamps, Number.MAX_SAFE_INTEGER);
+  const id = numberAfter(line, " id=", Math.max(e, line.lastIndexOf("]")), line.length, MAX_U32);
   if (
     timeout < 0 || oSport < 0 || oDport < 0 || rSport < 0 || rDport < 0 || origZone < -1 ||
     replyZone < -1 ||
@@ -315,10 +320,12 @@ function candidateFromShapedLine(line: string): ParsedLine | undefined {
   return makeCandidate(flow, timeout, deltaTime, id);
 }
 
-/** The number after the first `key` at or past `from`: -1 when absent, -2 when out of range. */
-function numberAfter(line: string, key: string, from: number, max: number): number {
+/**
+ * The number after the first `key` in `[from, limit)`: -1 when absent, -2 when out of range.
+ */
+function numberAfter(line: string, key: string, from: number, limit: number, max: number): number {
   const at = line.indexOf(key, from);
-  return at < 0 ? -1 : numberAt(line, at + key.length, max);
+  return at < 0 || at >= limit ? -1 : numberAt(line, at + key.length, max);
 }
 
 /** The number starting at `start` and ending at the next space or the end: -2 when over `max`. */

@@ -213,7 +213,7 @@ Deno.test("tokenizeLine() keeps every zone conntrack prints in the flow and its 
     return parsed.kind === "candidate" ? parsed.candidate : undefined;
   };
   assert.deepEqual(flowOf(line("", "")), candidate({ from: V4_A, to: VIP4, timeout: 116 }));
-  const zoned = flowOf(line(" zone-orig=3", " zone-reply=4") + " zone=5");
+  const zoned = flowOf(line(" zone-orig=3", " zone-reply=4"));
   assert.deepEqual(
     [zoned?.flow.zone, zoned?.flow.origZone, zoned?.flow.replyZone, zoned?.key.split(" ")[0]],
     [0, 3, 4, "0/3/4"],
@@ -314,6 +314,7 @@ function mutations(line: string): string[] {
       out.push(swapped.join(" "));
     }
     const token = tokens[n] ?? "";
+    out.push([...tokens.slice(0, n), `${token}]`, ...tokens.slice(n + 1)].join(" "));
     for (const value of ["65536", "4294967296", "00", "x"]) {
       if (/=\d+$/.test(token)) {
         out.push(
