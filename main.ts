@@ -15,7 +15,7 @@ import { makeTargetFilter } from "./lib/filter.ts";
 import { createHealth } from "./lib/health.ts";
 import { createLogger } from "./lib/logging.ts";
 import { createMetrics } from "./lib/metrics.ts";
-import { createNatReader } from "./lib/nat.ts";
+import { createNatReader, spaceNatReads } from "./lib/nat.ts";
 import { openNetlinkDeleter } from "./lib/netlink.ts";
 import { denoSpawn } from "./lib/process.ts";
 import { runScan } from "./lib/scan.ts";
@@ -56,9 +56,10 @@ async function main(): Promise<number> {
   Deno.addSignalListener("SIGTERM", stop);
   Deno.addSignalListener("SIGINT", stop);
   const { signal } = controller;
-  const nat = config.natSource === "off"
-    ? undefined
-    : createNatReader({ source: config.natSource, spawn: denoSpawn, logger });
+  const nat = config.natSource === "off" ? undefined : spaceNatReads(
+    createNatReader({ source: config.natSource, spawn: denoSpawn, logger }),
+    systemClock,
+  );
   const options = agentOptions(config);
 
   if (invocation.kind === "scan") {

@@ -4,7 +4,9 @@ import type { SpawnCommand } from "../lib/command.ts";
 import type { NatSource } from "../lib/config.ts";
 import type { Family } from "../lib/flow.ts";
 import type { Logger, LogProperties } from "../lib/log.ts";
-import { createNatReader, createNatView } from "../lib/nat.ts";
+import type { NatReader } from "../lib/nat.ts";
+import { createNatReader, createNatView, spaceNatReads } from "../lib/nat.ts";
+import { FakeClock } from "./fakes.ts";
 
 const fixture = (name: string) =>
   Deno.readTextFileSync(new URL(`./fixtures/${name}`, import.meta.url));
@@ -249,4 +251,45 @@ Deno.test("createNatReader() gives no view and logs nothing once aborted", async
   controller.abort();
   assert.equal(await nat.read(controller.signal), undefined);
   assert.equal(log.count("warn"), 0);
+});
+
+Deno.test("spaceNatReads() reuses a slow source's view until four times its cost has passed", async () => {
+  const clock = new FakeClock();
+  let reads = 0;
+  const slow: NatReader = {
+    read: () => {
+      reads++;
+      clock.advance(5000); // an iptables-save of ~10,000 Services
+      return Promise.resolve(createNatView([]));
+    },
+  };
+  const spaced = spaceNatReads(slow, clock);
+  await spaced.read();
+  for (let i = 0; i < 14; i++) {
+    clock.advance(1000);
+    await spaced.read();
+  }
+  // 20 s of spacing after a 5 s read: the second read starts only at t = 20 s.
+  assert.equal(reads, 1);
+  clock.advance(1000);
+  await spaced.read();
+  assert.equal(reads, 2);
+});
+
+Deno.test("spaceNatReads() reads a fast source on every cycle", async () => {
+  const clock = new FakeClock();
+  let reads = 0;
+  const fast: NatReader = {
+    read: () => {
+      reads++;
+      clock.advance(20);
+      return Promise.resolve(undefined);
+    },
+  };
+  const spaced = spaceNatReads(fast, clock);
+  for (let i = 0; i < 5; i++) {
+    await spaced.read();
+    clock.advance(1000);
+  }
+  assert.equal(reads, 5);
 });

@@ -1,0 +1,44 @@
+import assert from "node:assert/strict";
+import { OPTIONS } from "../lib/cli.ts";
+import { createMetrics } from "../lib/metrics.ts";
+
+const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+
+/** The rows of the README's configuration table, keyed by flag. */
+function configurationRows(): Map<string, string[]> {
+  const section = readme.split("\n## Configuration")[1]?.split("\n## ")[0] ?? "";
+  const rows = new Map<string, string[]>();
+  for (const line of section.split("\n")) {
+    const cells = line.split("|").slice(1, -1).map((c) => c.trim());
+    const flag = cells[0]?.replaceAll("`", "");
+    if (flag && /^--[a-z]/.test(flag)) rows.set(flag, cells);
+  }
+  return rows;
+}
+
+Deno.test("README's configuration table lists every option with its variable and default", () => {
+  const rows = configurationRows();
+  assert.deepEqual([...rows.keys()].sort(), OPTIONS.map((o) => o.flag).sort());
+  for (const option of OPTIONS) {
+    const [, env, fallback] = rows.get(option.flag)!;
+    assert.equal(env, `\`${option.env}\``, option.flag);
+    if (option.default !== "" && option.flag !== "--log-format") {
+      assert.equal(fallback, `\`${option.default}\``, option.flag);
+    }
+  }
+});
+
+Deno.test("README documents every metric the agent exposes", async () => {
+  const metrics = createMetrics({ version: "0.0.0", denoVersion: Deno.version.deno });
+  const text = await metrics.render();
+  const names = new Set(
+    [...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!),
+  );
+  assert.ok(names.size > 10);
+  for (const name of names) assert.ok(readme.includes(`\`${name}\``), `README lacks ${name}`);
+});
+
+Deno.test("README gives the quick start commands CI and newcomers use", () => {
+  assert.match(readme, /deno task demo/);
+  assert.match(readme, /deno task test/);
+});
