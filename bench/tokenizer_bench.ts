@@ -93,7 +93,6 @@ async function report(name: string, lines: number, run: () => unknown): Promise<
   }
   const rate = (ms: number) => Math.round(lines / (ms / 1000)).toLocaleString("en");
   console.log(`${name}: ${lines} lines: ${rate(wall)} lines/s (wall), ${rate(cpu)} lines/s (cpu)`);
-  console.log("heap MB", Math.round(Deno.memoryUsage().heapUsed / 1e6), Math.round(Deno.memoryUsage().rss / 1e6));
 }
 
 function cpuMs(): number {
@@ -112,9 +111,12 @@ for (const n of SIZES) {
   const candidates = tokenizeAll(lines);
   if (candidates < n * 0.8) throw new Error(`only ${candidates} of ${n} lines are candidates`);
   await report("tokenizeLine", n, () => tokenizeAll(lines));
-  Deno.bench({ name: `tokenizeLine x ${n} lines`, group: "tokenize", n: n < 1e6 ? 20 : 3 }, () => {
-    tokenizeAll(lines);
-  });
+  Deno.bench(
+    { name: `tokenizeLine x ${n} lines`, group: "tokenize", n: n < 1e6 ? 20 : 3, warmup: 2 },
+    () => {
+      tokenizeAll(lines);
+    },
+  );
 }
 
 const million = inputs.get(1_000_000) ?? [];
@@ -134,5 +136,7 @@ Deno.bench({ name: "splitLines x 1000000 lines", group: "split", n: 3 }, async (
 
 Deno.bench(
   { name: "splitLines + tokenizeLine x 1000000 lines", group: "split", n: 3 },
-  () => splitAndTokenize(chunks),
+  async () => {
+    await splitAndTokenize(chunks);
+  },
 );

@@ -252,61 +252,80 @@ function tokenizeTcpLine(line: string): ParsedLine | undefined {
 }
 
 /**
- * Reads the candidate out of a line {@link TCP_CANDIDATE} matched: every field is present and
- * in the printer's order, so plain searches find them. Undefined when a number is out of range
- * or an IPv6 address is impossible, for the field-by-field reader to explain.
+ * Reads the candidate out of a line {@link TCP_CANDIDATE} matched: every field is present, in
+ * the printer's order and separated by single spaces, so one forward walk reads them, parsing
+ * numbers as it passes them. Undefined when a number is out of range or an IPv6 address is
+ * impossible, for the field-by-field reader to explain.
  */
 function candidateFromShapedLine(line: string): ParsedLine | undefined {
+  const n = line.length;
   const state = line.indexOf(" SYN_SENT ");
-  let t = state;
-  while (line.charCodeAt(t - 1) !== SPACE) t--;
-  const timeout = parseDecimal(line, t, state, MAX_U32);
+  let i = state;
+  while (line.charCodeAt(i - 1) !== SPACE) i--;
+  const timeout = parseDecimal(line, i, state, MAX_U32);
 
-  let a = line.indexOf("src=", state) + 4;
-  let e = line.indexOf(" ", a);
-  const oSrc = line.slice(a, e);
-  a = e + 5; // " dst="
-  e = line.indexOf(" ", a);
-  const oDst = line.slice(a, e);
-  a = e + 7; // " sport="
-  e = line.indexOf(" ", a);
-  const oSport = parseDecimal(line, a, e, MAX_U16);
-  a = e + 7; // " dport="
-  e = line.indexOf(" ", a);
-  const oDport = parseDecimal(line, a, e, MAX_U16);
-  const origZone = line.startsWith(" zone-orig=", e) ? numberAt(line, e + 11, MAX_U16) : -1;
+  i = line.indexOf("src=", state) + 4;
+  let e = spaceAfter(line, i);
+  const oSrc = line.slice(i, e);
+  i = e + 5; // " dst="
+  e = spaceAfter(line, i);
+  const oDst = line.slice(i, e);
+  let oSport = 0;
+  for (i = e + 7; line.charCodeAt(i) !== SPACE; i++) {
+    oSport = oSport * 10 + line.charCodeAt(i) - ZERO;
+  }
+  let oDport = 0;
+  for (i += 7; line.charCodeAt(i) !== SPACE; i++) oDport = oDport * 10 + line.charCodeAt(i) - ZERO;
+  const origZone = line.startsWith(" zone-orig=", i) ? numberAt(line, i + 11, MAX_U16) : -1;
 
-  a = line.indexOf(" [UNREPLIED] src=", e) + 17;
-  e = line.indexOf(" ", a);
-  const rSrc = line.slice(a, e);
-  a = e + 5;
-  e = line.indexOf(" ", a);
-  const rDst = line.slice(a, e);
-  a = e + 7;
-  e = line.indexOf(" ", a);
-  const rSport = parseDecimal(line, a, e, MAX_U16);
-  a = e + 7;
-  e = line.indexOf(" ", a);
-  if (e < 0) e = line.length;
-  const rDport = parseDecimal(line, a, e, MAX_U16);
-  const replyZone = line.startsWith(" zone-reply=", e) ? numberAt(line, e + 12, MAX_U16) : -1;
+  i = line.indexOf(" [UNREPLIED] src=", i) + 17;
+  e = spaceAfter(line, i);
+  const rSrc = line.slice(i, e);
+  i = e + 5;
+  e = spaceAfter(line, i);
+  const rDst = line.slice(i, e);
+  let rSport = 0;
+  for (i = e + 7; line.charCodeAt(i) !== SPACE; i++) {
+    rSport = rSport * 10 + line.charCodeAt(i) - ZERO;
+  }
+  let rDport = 0;
+  for (i += 7; i < n && line.charCodeAt(i) !== SPACE; i++) {
+    rDport = rDport * 10 + line.charCodeAt(i) - ZERO;
+  }
 
-  // `[start=...]` is free text: zone= and delta-time= come before it, id= after the last `]`.
-  let timestamps = line.indexOf(" [st", e);
-  if (timestamps < 0) timestamps = line.length;
-  const zone = numberAfter(line, " zone=", e, timestamps, MAX_U16);
-  const deltaTime = numberAfter(line, " delta-time=", e, timestamps, Number.MAX_SAFE_INTEGER);
-  const id = numberAfter(line, " id=", Math.max(e, line.lastIndexOf("]")), line.length, MAX_U32);
+  // The rest: find zone-reply=, zone=, delta-time= and id= by their first letters, stepping
+  // over `[...]` groups whole (`[start=...]` contains spaces; free text contains no `]`).
+  let replyZone = -1, zone = -1, deltaTime = -1, id = -1;
+  while (i < n) {
+    i++;
+    const ch = line.charCodeAt(i);
+    if (ch === OPEN) {
+      const close = line.indexOf("]", i);
+      if (close < 0) return undefined; // cannot happen after the pattern; never loop forever
+      i = close + 1;
+      continue;
+    }
+    if (ch === 122 /* z */) {
+      if (line.startsWith("zone=", i)) zone = numberAt(line, i + 5, MAX_U16);
+      else if (line.startsWith("zone-reply=", i)) replyZone = numberAt(line, i + 11, MAX_U16);
+    } else if (ch === 100 /* d */ && line.startsWith("delta-time=", i)) {
+      deltaTime = numberAt(line, i + 11, Number.MAX_SAFE_INTEGER);
+    } else if (ch === 105 /* i */ && line.startsWith("id=", i)) {
+      id = numberAt(line, i + 3, MAX_U32);
+    }
+    i = spaceAfter(line, i);
+  }
+
   if (
-    timeout < 0 || oSport < 0 || oDport < 0 || rSport < 0 || rDport < 0 || origZone < -1 ||
-    replyZone < -1 ||
-    zone < -1 || deltaTime < -1 || id < -1
+    timeout < 0 || oSport > MAX_U16 || oDport > MAX_U16 || rSport > MAX_U16 ||
+    rDport > MAX_U16 || origZone < -1 || replyZone < -1 || zone < -1 || deltaTime < -1 || id < -1
   ) return undefined;
   const v6 = oSrc.includes(":"); // the pattern gives all four addresses a colon, or none
+  // An un-NATed reply repeats the original addresses, which need no second check.
   if (
-    v6 &&
-    !(isIPv6(oSrc, 0, oSrc.length) && isIPv6(oDst, 0, oDst.length) &&
-      isIPv6(rSrc, 0, rSrc.length) && isIPv6(rDst, 0, rDst.length))
+    v6 && !(isIPv6(oSrc, 0, oSrc.length) && isIPv6(oDst, 0, oDst.length) &&
+      (rSrc === oDst || isIPv6(rSrc, 0, rSrc.length)) &&
+      (rDst === oSrc || isIPv6(rDst, 0, rDst.length)))
   ) return undefined;
 
   const flow = makeFlow(
@@ -320,19 +339,16 @@ function candidateFromShapedLine(line: string): ParsedLine | undefined {
   return makeCandidate(flow, timeout, deltaTime, id);
 }
 
-/**
- * The number after the first `key` in `[from, limit)`: -1 when absent, -2 when out of range.
- */
-function numberAfter(line: string, key: string, from: number, limit: number, max: number): number {
-  const at = line.indexOf(key, from);
-  return at < 0 || at >= limit ? -1 : numberAt(line, at + key.length, max);
+/** Index of the first space at or after `from`, or the line's length. */
+function spaceAfter(line: string, from: number): number {
+  let i = from;
+  while (i < line.length && line.charCodeAt(i) !== SPACE) i++;
+  return i;
 }
 
-/** The number starting at `start` and ending at the next space or the end: -2 when over `max`. */
+/** The number from `start` to the next space or the end: -2 when over `max`. */
 function numberAt(line: string, start: number, max: number): number {
-  let end = line.indexOf(" ", start);
-  if (end < 0) end = line.length;
-  const value = parseDecimal(line, start, end, max);
+  const value = parseDecimal(line, start, spaceAfter(line, start), max);
   return value < 0 ? -2 : value;
 }
 

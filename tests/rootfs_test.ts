@@ -90,8 +90,17 @@ async function installBase(root: string): Promise<void> {
   const paths = [...new Set(listed.split("\n").filter((p) => p.startsWith("/") && p !== "/."))];
   for (const path of paths.sort()) {
     const target = `${root}${path}`;
-    const info = await Deno.stat(path).catch(() => undefined);
-    if (info?.isDirectory) {
+    let info: Deno.FileInfo | undefined;
+    try {
+      info = await Deno.stat(path);
+    } catch (error) {
+      // Deno refuses /proc, /dev and /sys without --allow-all; packages list only the
+      // directories themselves there (mount points).
+      if (!(error instanceof Deno.errors.NotCapable)) throw error;
+      await Deno.mkdir(target, { recursive: true });
+      continue;
+    }
+    if (info.isDirectory) {
       await Deno.mkdir(target, { recursive: true });
       continue;
     }
@@ -99,7 +108,7 @@ async function installBase(root: string): Promise<void> {
     const link = await Deno.lstat(path).catch(() => undefined);
     if (link?.isSymlink) {
       await Deno.symlink(await Deno.readLink(path), target).catch(() => {});
-    } else if (info?.isFile) {
+    } else if (info.isFile) {
       await Deno.copyFile(path, target);
     }
   }
