@@ -7,9 +7,12 @@
  * lines of `conntrack -E` and conntrack's summary line. Every line is checked in full, so a line
  * conntrack could not have printed is reported as malformed rather than half-read.
  *
- * The tokenizer is on the hot path (one call per table entry per cycle), so it walks the line by
- * character code, allocates nothing for lines that are not candidates, and keeps its state in
- * local variables rather than in a per-line object.
+ * The tokenizer is on the hot path: one call per table entry per cycle. TCP lines in the
+ * printer's field order, nearly all of a dump, are matched by one native pattern, which V8 runs
+ * several times faster than any JavaScript character loop. Every other line goes to a reader that
+ * takes fields by name in any order and says what is wrong with a malformed line; it walks the
+ * line by character code and keeps its state in local variables. Neither allocates anything for
+ * a line that is not a candidate, and both give the same results (a test holds them to it).
  *
  * @module
  */
@@ -187,16 +190,19 @@ const V6 = "(?:(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}" +
   "|(?=(?:[0-9a-fA-F]*:){2,7}[0-9a-fA-F]* )" +
   "(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4}){0,5})?::(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4}){0,5})?" +
   `|::(?:ffff:)?${V4})`;
-/** Free text (`secctx=`, `helper=`, `labels=`); no `]`, so that the reader can find fields by it. */
-const TEXT = "[^\\s\\]]+";
-/** Any text with a colon that could be IPv6; checked with isIPv6() once matched. */
-const V6_SHAPE = "[0-9a-fA-F.]{0,40}:[0-9a-fA-F:.]{1,44}";
+/** Free text (`secctx=`, `helper=`, `labels=`). */
+const TEXT = "\\S+";
+/** A state word, as in `SYN_SENT`. */
+const STATE = "[A-Z][A-Z0-9_]*";
+/** The flag that may follow the original tuple. */
+const UNREPLIED_MAYBE = "(?: \\[UNREPLIED\\])?";
+/** Text shaped like IPv6 (a colon within the first five characters), checked with isIPv6(). */
+const V6_SHAPE = "[0-9a-fA-F]{0,4}:[0-9a-fA-F:.]{1,44}";
 
-/**
- * How a TCP line's own numbers are matched: fully range-checked, or only as digits when the
- * reader range-checks them itself as it reads them (cheaper than checking them twice).
- */
-interface Numbers {
+/** A TCP line's own numbers and addresses, as patterns; captured or not. */
+interface Parts {
+  /** The four addresses. */
+  readonly address: string;
   /** Ports. */
   readonly port: string;
   /** `zone=`, `zone-orig=`, `zone-reply=`. */
@@ -206,126 +212,110 @@ interface Numbers {
   /** `delta-time=`, which becomes a JS number and so stays below 2^53. */
   readonly delta: string;
 }
-const STRICT: Numbers = { port: U16, zone: U16, id: U32, delta: "(?:[1-9]\\d{0,14}|0)" };
-const DIGITS_ONLY: Numbers = {
-  port: "\\d{1,5}",
-  zone: "\\d{1,5}",
-  id: "\\d{1,10}",
-  delta: "\\d{1,16}",
-};
 
-/** The part of a TCP line after the state word, with `address` for all four addresses. */
-function tcpBody(address: string, unreplied: string, n: Numbers): string {
+/** The part of a TCP line after the state word. */
+function tcpBody(unreplied: string, p: Parts): string {
   const counters = ` packets=${U64} bytes=${U64}`;
-  return `src=${address} dst=${address} sport=${n.port} dport=${n.port}` +
-    `(?: zone-orig=${n.zone})?(?:${counters})?${unreplied}` +
-    ` src=${address} dst=${address} sport=${n.port} dport=${n.port}` +
-    `(?: zone-reply=${n.zone})?(?:${counters})?` +
+  return `src=${p.address} dst=${p.address} sport=${p.port} dport=${p.port}` +
+    `(?: zone-orig=${p.zone})?(?:${counters})?${unreplied}` +
+    ` src=${p.address} dst=${p.address} sport=${p.port} dport=${p.port}` +
+    `(?: zone-reply=${p.zone})?(?:${counters})?` +
     `(?: \\[(?:ASSURED|OFFLOAD|HW_OFFLOAD)\\])?(?: mark=${U32})?(?: secmark=${U32})?` +
-    `(?: secctx=${TEXT})?(?: zone=${n.zone})?(?: delta-time=${n.delta})?` +
+    `(?: secctx=${TEXT})?(?: zone=${p.zone})?(?: delta-time=${p.delta})?` +
     `(?: \\[start=[^\\]]+\\])?(?: \\[stop=[^\\]]+\\])?(?: helper=${TEXT})?(?: use=${U32})?` +
-    `(?: id=${n.id})?(?: labels=${TEXT})?`;
+    `(?: id=${p.id})?(?: labels=${TEXT})?`;
 }
 
-/** A whole TCP line: an IPv4 and an IPv6 alternative, so that families cannot mix. */
-function tcpLine(state: string, unreplied: string, v6: string, n: Numbers): RegExp {
-  return new RegExp(
-    `^(?:(?:ipv4 +2 +)?tcp +6 +${n.id} +${state} +${tcpBody(V4, unreplied, n)}` +
-      `|(?:ipv6 +10 +)?tcp +6 +${n.id} +${state} +${tcpBody(v6, unreplied, n)})$`,
-  );
+/** Fully checked parts of one family. */
+function strictParts(address: string): Parts {
+  return { address, port: U16, zone: U16, id: U32, delta: "(?:[1-9]\\d{0,14}|0)" };
 }
 
 /**
- * A TCP `SYN_SENT [UNREPLIED]` line. The numbers and IPv6 addresses the candidate is built from
- * are only shaped here and checked as they are read, which is cheaper than checking them twice.
- * Without capture groups a match allocates nothing.
+ * Any well-formed TCP line, fully checked by the pattern: an IPv4 and an IPv6 alternative, so
+ * that families cannot mix.
  */
-const TCP_CANDIDATE = tcpLine("SYN_SENT", " \\[UNREPLIED\\]", V6_SHAPE, DIGITS_ONLY);
+const TCP_ENTRY = new RegExp(
+  `^(?:(?:ipv4 +2 +)?tcp +6 +${U32} +${STATE} +${tcpBody(UNREPLIED_MAYBE, strictParts(V4))}` +
+    `|(?:ipv6 +10 +)?tcp +6 +${U32} +${STATE} +${tcpBody(UNREPLIED_MAYBE, strictParts(V6))})$`,
+);
 
-/** Any well-formed TCP line, fully checked by the pattern. */
-const TCP_ENTRY = tcpLine("[A-Z][A-Z0-9_]*", "(?: \\[UNREPLIED\\])?", V6, STRICT);
+/**
+ * A TCP `SYN_SENT [UNREPLIED]` line, capturing what a candidate is built from. Those numbers and
+ * IPv6 addresses are only shaped here and range-checked as they are read, which costs less than
+ * checking them twice; families are compared after the match. Groups are numbered in
+ * {@link G}; a line that does not match costs no allocation.
+ */
+const TCP_CANDIDATE = new RegExp(
+  `^(?:(ipv4) +2 +|(ipv6) +10 +)?tcp +6 +(\\d{1,10}) +SYN_SENT +` +
+    tcpBody(" \\[UNREPLIED\\]", {
+      address: `(${V4}|${V6_SHAPE})`,
+      port: "(\\d{1,5})",
+      zone: "(\\d{1,5})",
+      id: "(\\d{1,10})",
+      delta: "(\\d{1,16})",
+    }) + "$",
+);
+
+/** Capture groups of {@link TCP_CANDIDATE}, in the order they open. */
+const G = {
+  ipv4: 1,
+  ipv6: 2,
+  timeout: 3,
+  oSrc: 4,
+  oDst: 5,
+  oSport: 6,
+  oDport: 7,
+  origZone: 8,
+  rSrc: 9,
+  rDst: 10,
+  rSport: 11,
+  rDport: 12,
+  replyZone: 13,
+  zone: 14,
+  delta: 15,
+  id: 16,
+} as const;
 
 /** The fast path: a result for a TCP line in the printer's order, undefined for anything else. */
 function tokenizeTcpLine(line: string): ParsedLine | undefined {
-  if (TCP_CANDIDATE.test(line)) return candidateFromShapedLine(line);
+  const m = TCP_CANDIDATE.exec(line);
+  if (m !== null) return candidateFromMatch(m);
   return TCP_ENTRY.test(line) ? OTHER_LINE : undefined;
 }
 
 /**
- * Reads the candidate out of a line {@link TCP_CANDIDATE} matched: every field is present, in
- * the printer's order and separated by single spaces, so one forward walk reads them, parsing
- * numbers as it passes them. Undefined when a number is out of range or an IPv6 address is
- * impossible, for the field-by-field reader to explain.
+ * Builds the candidate from a {@link TCP_CANDIDATE} match. Undefined when a number is out of
+ * range, an IPv6 address is impossible or families mix, for the field-by-field reader to explain.
  */
-function candidateFromShapedLine(line: string): ParsedLine | undefined {
-  const n = line.length;
-  const state = line.indexOf(" SYN_SENT ");
-  let i = state;
-  while (line.charCodeAt(i - 1) !== SPACE) i--;
-  const timeout = parseDecimal(line, i, state, MAX_U32);
-
-  i = line.indexOf("src=", state) + 4;
-  let e = spaceAfter(line, i);
-  const oSrc = line.slice(i, e);
-  i = e + 5; // " dst="
-  e = spaceAfter(line, i);
-  const oDst = line.slice(i, e);
-  let oSport = 0;
-  for (i = e + 7; line.charCodeAt(i) !== SPACE; i++) {
-    oSport = oSport * 10 + line.charCodeAt(i) - ZERO;
+function candidateFromMatch(m: RegExpExecArray): ParsedLine | undefined {
+  const oSrc = m[G.oSrc] ?? "", oDst = m[G.oDst] ?? "";
+  const rSrc = m[G.rSrc] ?? "", rDst = m[G.rDst] ?? "";
+  const v6 = oSrc.includes(":"); // an IPv4 match has no colon, an IPv6-shaped one has
+  if (oDst.includes(":") !== v6 || rSrc.includes(":") !== v6 || rDst.includes(":") !== v6) {
+    return undefined;
   }
-  let oDport = 0;
-  for (i += 7; line.charCodeAt(i) !== SPACE; i++) oDport = oDport * 10 + line.charCodeAt(i) - ZERO;
-  const origZone = line.startsWith(" zone-orig=", i) ? numberAt(line, i + 11, MAX_U16) : -1;
-
-  i = line.indexOf(" [UNREPLIED] src=", i) + 17;
-  e = spaceAfter(line, i);
-  const rSrc = line.slice(i, e);
-  i = e + 5;
-  e = spaceAfter(line, i);
-  const rDst = line.slice(i, e);
-  let rSport = 0;
-  for (i = e + 7; line.charCodeAt(i) !== SPACE; i++) {
-    rSport = rSport * 10 + line.charCodeAt(i) - ZERO;
-  }
-  let rDport = 0;
-  for (i += 7; i < n && line.charCodeAt(i) !== SPACE; i++) {
-    rDport = rDport * 10 + line.charCodeAt(i) - ZERO;
-  }
-
-  // The rest: find zone-reply=, zone=, delta-time= and id= by their first letters, stepping
-  // over `[...]` groups whole (`[start=...]` contains spaces; free text contains no `]`).
-  let replyZone = -1, zone = -1, deltaTime = -1, id = -1;
-  while (i < n) {
-    i++;
-    const ch = line.charCodeAt(i);
-    if (ch === OPEN) {
-      const close = line.indexOf("]", i);
-      if (close < 0) return undefined; // cannot happen after the pattern; never loop forever
-      i = close + 1;
-      continue;
-    }
-    if (ch === 122 /* z */) {
-      if (line.startsWith("zone=", i)) zone = numberAt(line, i + 5, MAX_U16);
-      else if (line.startsWith("zone-reply=", i)) replyZone = numberAt(line, i + 11, MAX_U16);
-    } else if (ch === 100 /* d */ && line.startsWith("delta-time=", i)) {
-      deltaTime = numberAt(line, i + 11, Number.MAX_SAFE_INTEGER);
-    } else if (ch === 105 /* i */ && line.startsWith("id=", i)) {
-      id = numberAt(line, i + 3, MAX_U32);
-    }
-    i = spaceAfter(line, i);
-  }
-
-  if (
-    timeout < 0 || oSport > MAX_U16 || oDport > MAX_U16 || rSport > MAX_U16 ||
-    rDport > MAX_U16 || origZone < -1 || replyZone < -1 || zone < -1 || deltaTime < -1 || id < -1
-  ) return undefined;
-  const v6 = oSrc.includes(":"); // the pattern gives all four addresses a colon, or none
+  if ((m[G.ipv4] !== undefined && v6) || (m[G.ipv6] !== undefined && !v6)) return undefined;
   // An un-NATed reply repeats the original addresses, which need no second check.
   if (
     v6 && !(isIPv6(oSrc, 0, oSrc.length) && isIPv6(oDst, 0, oDst.length) &&
       (rSrc === oDst || isIPv6(rSrc, 0, rSrc.length)) &&
       (rDst === oSrc || isIPv6(rDst, 0, rDst.length)))
+  ) return undefined;
+
+  const timeout = capturedNumber(m[G.timeout], MAX_U32);
+  const oSport = capturedNumber(m[G.oSport], MAX_U16);
+  const oDport = capturedNumber(m[G.oDport], MAX_U16);
+  const rSport = capturedNumber(m[G.rSport], MAX_U16);
+  const rDport = capturedNumber(m[G.rDport], MAX_U16);
+  const origZone = capturedNumber(m[G.origZone], MAX_U16);
+  const replyZone = capturedNumber(m[G.replyZone], MAX_U16);
+  const zone = capturedNumber(m[G.zone], MAX_U16);
+  const deltaTime = capturedNumber(m[G.delta], Number.MAX_SAFE_INTEGER);
+  const id = capturedNumber(m[G.id], MAX_U32);
+  if (
+    timeout < 0 || oSport < 0 || oDport < 0 || rSport < 0 || rDport < 0 || origZone < -1 ||
+    replyZone < -1 || zone < -1 || deltaTime < -1 || id < -1
   ) return undefined;
 
   const flow = makeFlow(
@@ -339,17 +329,12 @@ function candidateFromShapedLine(line: string): ParsedLine | undefined {
   return makeCandidate(flow, timeout, deltaTime, id);
 }
 
-/** Index of the first space at or after `from`, or the line's length. */
-function spaceAfter(line: string, from: number): number {
-  let i = from;
-  while (i < line.length && line.charCodeAt(i) !== SPACE) i++;
-  return i;
-}
-
-/** The number from `start` to the next space or the end: -2 when over `max`. */
-function numberAt(line: string, start: number, max: number): number {
-  const value = parseDecimal(line, start, spaceAfter(line, start), max);
-  return value < 0 ? -2 : value;
+/** A captured run of digits: -1 when the group did not take part, -2 when over `max`. */
+function capturedNumber(digits: string | undefined, max: number): number {
+  if (digits === undefined) return -1;
+  let value = 0;
+  for (let i = 0; i < digits.length; i++) value = value * 10 + digits.charCodeAt(i) - ZERO;
+  return value <= max ? value : -2;
 }
 
 /** The list forms: default, extended, id, ktimestamp, acct, and `conntrack -E` events. */
@@ -1364,19 +1349,43 @@ function malformed(reason: string): ParsedLine {
   return { kind: "malformed", reason };
 }
 
-/** Builds a flow, leaving out the directional zones conntrack did not print. */
+/**
+ * Builds a flow, leaving out the directional zones conntrack did not print. `read` and
+ * `readReply` are the tuples as read, whose addresses may still be slices of the line.
+ */
 function makeFlow(
   family: Family,
-  original: Tuple,
-  reply: Tuple,
+  read: Tuple,
+  readReply: Tuple,
   zone: number,
   origZone: number,
   replyZone: number,
 ): Flow {
+  const src = own(read.src);
+  const dst = own(read.dst);
+  const original: Tuple = { src, dst, sport: read.sport, dport: read.dport };
+  // An un-NATed reply repeats the original addresses: share the strings.
+  const reply: Tuple = {
+    src: readReply.src === read.dst ? dst : own(readReply.src),
+    dst: readReply.dst === read.src ? src : own(readReply.dst),
+    sport: readReply.sport,
+    dport: readReply.dport,
+  };
   if (origZone < 0 && replyZone < 0) return { family, original, reply, zone };
   if (replyZone < 0) return { family, original, reply, zone, origZone };
   if (origZone < 0) return { family, original, reply, zone, replyZone };
   return { family, original, reply, zone, origZone, replyZone };
+}
+
+/**
+ * A copy of `text` that does not point into the string it was cut from. V8 keeps a substring
+ * of 13 or more characters as a view of its parent, so an address kept in a tracked candidate
+ * would otherwise keep the whole decoded chunk of the dump (64 KiB) alive for as long as the
+ * entry is tracked. Prefixing and cutting again forces one small flat copy; shorter substrings
+ * are copies already.
+ */
+function own(text: string): string {
+  return text.length < 13 ? text : (" " + text).slice(1);
 }
 
 /** Wraps a flow as a candidate, leaving out what conntrack did not print. */
