@@ -372,3 +372,20 @@ Deno.test({
 function staged(listed: string, pattern: RegExp): readonly string[] {
   return listed.split("\n").filter((p) => pattern.test(p));
 }
+
+Deno.test("Dockerfile: the image is the pinned base plus what rootfs.sh staged", async () => {
+  const text = await Deno.readTextFile(`${ROOT}/Dockerfile`);
+  // The compile stage uses the Deno this project is developed and tested with.
+  assert.match(
+    text,
+    new RegExp(`^ARG DENO_VERSION=${Deno.version.deno.replaceAll(".", "\\.")}$`, "m"),
+  );
+  assert.match(text, new RegExp(`^ARG VERSION=${VERSION.replaceAll(".", "\\.")}$`, "m"));
+  assert.match(text, /^ARG BASE_IMAGE=gcr\.io\/distroless\/cc-debian12:\S+$/m);
+  assert.match(text, /^RUN \/usr\/local\/sbin\/rootfs\.sh --agent \S+ \/staging$/m);
+  const final = text.slice(text.lastIndexOf("\nFROM "));
+  assert.match(final, /^\nFROM \$\{BASE_IMAGE\}\n/);
+  // One COPY, of the staged tree; no RUN (the base has no shell to run it with).
+  assert.deepEqual(final.match(/^(COPY|ADD|RUN)\b.*$/gm), ["COPY --from=rootfs /staging/ /"]);
+  assert.match(final, new RegExp(`^ENTRYPOINT \\["${AGENT}"\\]$`, "m"));
+});
