@@ -29,7 +29,9 @@ ARG DENORT_BIN=
 WORKDIR /src
 COPY deno.json deno.lock main.ts ./
 COPY lib/ lib/
-# The permission flags are those of deno.json's compile task (one source); only --target is added.
+COPY deploy/compile.sh deploy/
+# deploy/compile.sh bakes in the start task's permission flags (one source); only --target and
+# --frozen are added here.
 RUN --mount=type=bind,from=denort,target=/denort \
     set -eu; \
     case "$TARGETARCH" in \
@@ -38,8 +40,7 @@ RUN --mount=type=bind,from=denort,target=/denort \
       *) echo "Cannot compile for $TARGETARCH: deno compile targets amd64 and arm64" >&2; exit 1 ;; \
     esac; \
     if [ -n "$DENORT_BIN" ]; then export DENORT_BIN="/denort/$DENORT_BIN"; else unset DENORT_BIN; fi; \
-    task=$(deno eval 'console.log(JSON.parse(Deno.readTextFileSync("deno.json")).tasks.compile)'); \
-    sh -c "deno compile --frozen --target $target ${task#deno compile }"; \
+    bash deploy/compile.sh --frozen --target "$target"; \
     ./conntrack-cleaner --help >/dev/null 2>&1 || [ "$TARGETARCH" != "$(dpkg --print-architecture)" ]
 
 # 2. On the target platform (emulated when cross-building, since ldd must use the target's

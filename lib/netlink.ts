@@ -148,31 +148,48 @@ type Conntrack = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 export function openNetlinkDeleter(options: NetlinkOptions = {}): NetlinkOpen {
   const paths = options.libraryPaths ?? DEFAULT_LIBRARY_PATHS;
   let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+  let denied = false;
   for (const path of paths) {
     try {
       library = Deno.dlopen(path, SYMBOLS);
       break;
     } catch (error) {
-      if (
-        error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied
-      ) {
-        return { kind: "unavailable", reason: "--allow-ffi not granted" };
-      }
-      // Not at this path (or not loadable): try the next one.
+      // A path-scoped --allow-ffi may still grant a later path: keep looking, remember why.
+      if (isDenied(error)) denied = true;
+      // Otherwise not at this path (or not loadable): try the next one.
     }
   }
   if (library === undefined) {
-    return { kind: "unavailable", reason: `${LIBRARY} not found` };
+    return {
+      kind: "unavailable",
+      reason: denied ? "--allow-ffi not granted" : `${LIBRARY} not found`,
+    };
   }
-  const errno = openErrno();
-  const handle = library.symbols.nfct_open(CONNTRACK, 0);
-  if (handle === null) {
-    const reason = `Cannot open a conntrack netlink socket: ${errnoName(errno.read())}`;
-    errno[Symbol.dispose]();
+  let errno: Errno | undefined;
+  try {
+    errno = openErrno();
+    const handle = library.symbols.nfct_open(CONNTRACK, 0);
+    if (handle === null) {
+      const reason = `Cannot open a conntrack netlink socket: ${errnoName(errno.read())}`;
+      errno[Symbol.dispose]();
+      library.close();
+      return { kind: "unavailable", reason };
+    }
+    return { kind: "ok", deleter: new NetlinkDeleter(library, handle, errno) };
+  } catch (error) {
+    // The lookup callback needs --allow-ffi without a path list (Deno checks callbacks against
+    // the full permission), so a scoped grant ends here: fall back rather than crash.
+    errno?.[Symbol.dispose]();
     library.close();
-    return { kind: "unavailable", reason };
+    if (isDenied(error)) {
+      return { kind: "unavailable", reason: "--allow-ffi must be granted for all paths" };
+    }
+    return { kind: "unavailable", reason: error instanceof Error ? error.message : String(error) };
   }
-  return { kind: "ok", deleter: new NetlinkDeleter(library, handle, errno) };
+}
+
+function isDenied(error: unknown): boolean {
+  return error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied;
 }
 
 /** What the lookup callback saw of the entry. */

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { addressBytes, openNetlinkDeleter, portBytes } from "../lib/netlink.ts";
+import { runToEnd } from "../lib/command.ts";
+import {
+  addressBytes,
+  DEFAULT_LIBRARY_PATHS,
+  openNetlinkDeleter,
+  portBytes,
+} from "../lib/netlink.ts";
+import { denoSpawn } from "../lib/process.ts";
 import type { Flow } from "../lib/flow.ts";
 
 const v4Flow: Flow = {
@@ -121,3 +128,18 @@ function openedDeleter() {
   if (again.kind !== "ok") throw new Error(`Cannot open netlink: ${again.reason}`);
   return again.deleter;
 }
+
+Deno.test("openNetlinkDeleter() falls back, without crashing, under a path-scoped --allow-ffi", async () => {
+  const fixture = new URL("./fixtures/netlink-open.ts", import.meta.url).pathname;
+  const libraries = DEFAULT_LIBRARY_PATHS.filter((p) => p.startsWith("/")).join(",");
+  const scoped = await runToEnd(denoSpawn, Deno.execPath(), [
+    "run",
+    "--no-check",
+    `--allow-ffi=${libraries}`,
+    fixture,
+  ]);
+  assert.equal(scoped.code, 0, scoped.stderr);
+  assert.match(scoped.stdout, /^unavailable: --allow-ffi must be granted for all paths/);
+  const none = await runToEnd(denoSpawn, Deno.execPath(), ["run", "--no-check", fixture]);
+  assert.match(none.stdout, /^unavailable: --allow-ffi not granted/);
+});
