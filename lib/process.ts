@@ -50,8 +50,16 @@ function toSpawnError(program: string, error: unknown): SpawnError {
   if (error instanceof Deno.errors.NotFound) {
     return new SpawnError(program, "not-found", "not found");
   }
-  if (error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable) {
-    return new SpawnError(program, "permission-denied", firstLine(error));
+  if (error instanceof Deno.errors.NotCapable) {
+    // Deno's own permission, not the file's: say which list to look at.
+    return new SpawnError(
+      program,
+      "permission-denied",
+      "not in the --allow-run list the agent was started or built with",
+    );
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return new SpawnError(program, "permission-denied", `${firstLine(error)}; is it executable?`);
   }
   return new SpawnError(program, "other", firstLine(error));
 }

@@ -5,10 +5,11 @@ import { denoSpawn } from "../lib/process.ts";
 const root = new URL("../", import.meta.url).pathname;
 
 Deno.test("deno task compile uses DENORT_BIN instead of downloading a runtime", async () => {
+  const dir = await Deno.makeTempDir();
   const out = await runToEnd(denoSpawn, "bash", [
     "-c",
-    `cd "${root}" && NO_COLOR=1 DENORT_BIN=/nonexistent/denort deno task compile --output "$(mktemp -d)/x"`,
-  ]);
+    `cd "${root}" && NO_COLOR=1 DENORT_BIN=/nonexistent/denort deno task compile --output "${dir}/x"`,
+  ]).finally(() => Deno.remove(dir, { recursive: true }));
   const text = out.stdout + out.stderr;
   assert.match(text, /Compile .*main\.ts/);
   assert.doesNotMatch(text, /Download/);
