@@ -15,8 +15,9 @@ import { describeFlow, flowKey } from "./flow.ts";
 import type { Logger, LogProperties } from "./log.ts";
 import type { NatReader } from "./nat.ts";
 import type { CycleObserver, CycleReport, DeletionRecord } from "./report.ts";
+import { evidenceFields, flowFields } from "./fields.ts";
 import { Tracker } from "./tracker.ts";
-import type { Assessment, Verdict } from "./verdict.ts";
+import type { Assessment } from "./verdict.ts";
 
 /** The outside world, as the loop sees it. */
 export interface AgentDeps {
@@ -148,11 +149,7 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
       const a = byKey.get(flowKey(flow));
       if (!a) continue;
       deletions.push(toRecord(a));
-      logger.info("deleted stale flow", {
-        ...flowProperties(a.candidate),
-        ...verdictProperties(a.verdict),
-        backend: deps.deleter.name,
-      });
+      logger.info("deleted stale flow", { ...logFields(a), backend: deps.deleter.name });
     }
     for (const flow of outcome.gone) {
       logger.debug("stale flow was gone before deletion", { flow: describeFlow(flow) });
@@ -220,10 +217,7 @@ function announceDryRun(
   for (const a of condemned) {
     if (next.has(a.candidate.key)) continue;
     next.add(a.candidate.key);
-    logger.info("would delete stale flow (dry run)", {
-      ...flowProperties(a.candidate),
-      ...verdictProperties(a.verdict),
-    });
+    logger.info("would delete stale flow (dry run)", logFields(a));
   }
   return next;
 }
@@ -233,31 +227,12 @@ function toRecord(a: Assessment): DeletionRecord {
   return { rule, family: a.candidate.flow.family };
 }
 
-/** The structured fields that name a flow in every log line about it. */
-export function flowProperties(c: Candidate): LogProperties {
-  const { original: o, reply: r } = c.flow;
+/** The structured fields of every log line about a flow and the verdict on it. */
+function logFields(a: Assessment): LogProperties {
   return {
-    flow: describeFlow(c.flow),
-    family: c.flow.family,
-    src: o.src,
-    sport: o.sport,
-    dst: o.dst,
-    dport: o.dport,
-    reply_src: r.src,
-    reply_sport: r.sport,
-    reply_dst: r.dst,
-    reply_dport: r.dport,
-    zone: c.flow.zone,
-    ...(c.id !== undefined ? { id: c.id } : {}),
-  };
-}
-
-function verdictProperties(v: Verdict): LogProperties {
-  return {
-    ...(v.kind === "delete" ? { rule: v.rule } : {}),
-    why: v.why,
-    renewals: v.renewals,
-    age_s: Math.floor(v.ageMs / 1000),
-    age_source: v.ageSource,
+    flow: describeFlow(a.candidate.flow),
+    ...flowFields(a.candidate),
+    ...(a.verdict.kind === "delete" ? { rule: a.verdict.rule } : {}),
+    ...evidenceFields(a.verdict),
   };
 }

@@ -4,6 +4,7 @@
  * @module
  */
 import { type Flow, isUnNATed, type Tuple } from "./flow.ts";
+import { evidenceFields, flowFields } from "./fields.ts";
 import type { Assessment } from "./verdict.ts";
 
 const HEADERS = ["FAMILY", "ZONE", "FLOW", "TIMER", "AGE", "RENEWALS", "VERDICT", "WHY"] as const;
@@ -103,31 +104,17 @@ function seconds(ms: number): string {
  */
 export function formatScanJson(assessment: Assessment, extra: { readonly time: string }): string {
   const { candidate, verdict } = assessment;
-  const { flow } = candidate;
-  const o = flow.original;
-  const r = flow.reply;
+  const { id, ...flow } = flowFields(candidate);
+  const { why, ...evidence } = evidenceFields(verdict);
   return JSON.stringify({
     time: extra.time,
-    family: flow.family,
-    zone: flow.zone,
-    ...(flow.origZone === undefined ? {} : { orig_zone: flow.origZone }),
-    ...(flow.replyZone === undefined ? {} : { reply_zone: flow.replyZone }),
-    src: o.src,
-    sport: o.sport,
-    dst: o.dst,
-    dport: o.dport,
-    reply_src: r.src,
-    reply_sport: r.sport,
-    reply_dst: r.dst,
-    reply_dport: r.dport,
+    ...flow,
     timeout_s: candidate.timeout,
     ...(candidate.deltaTime === undefined ? {} : { delta_time_s: candidate.deltaTime }),
-    age_s: Math.floor(verdict.ageMs) / 1000,
-    age_source: verdict.ageSource,
-    renewals: verdict.renewals,
+    ...evidence,
     verdict: verdict.kind,
     rule: verdict.kind === "delete" ? verdict.rule : null,
-    why: verdict.why,
-    ...(candidate.id === undefined ? {} : { id: candidate.id }),
+    why,
+    ...(id === undefined ? {} : { id }),
   });
 }
