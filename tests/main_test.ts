@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { runToEnd } from "../lib/command.ts";
 import { denoSpawn } from "../lib/process.ts";
+import { rootTest } from "./root.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const start: string = JSON.parse(await Deno.readTextFile(`${root}deno.json`)).tasks.start;
@@ -75,26 +76,20 @@ Deno.test("main.ts --help names every environment variable", async () => {
   }
 });
 
-const isRoot = Deno.uid() === 0;
-Deno.test({
-  name: "main.ts (root) says in one line that CAP_NET_ADMIN is missing, exit 2",
-  ignore: !isRoot && Deno.env.get("CI") !== "true",
-  async fn() {
-    assert.ok(isRoot, "needs root to drop CAP_NET_ADMIN with setpriv");
-    const out = await runToEnd(denoSpawn, "setpriv", [
-      "--inh-caps=-all",
-      "--bounding-set=-net_admin",
-      Deno.execPath(),
-      "run",
-      "--no-check",
-      `--config=${root}deno.json`,
-      ...flags,
-      `${root}main.ts`,
-      "--nat-source",
-      "off",
-    ]);
-    assert.equal(out.code, 2, out.stderr);
-    assert.equal(out.stderr.trim().split("\n").length, 1, out.stderr);
-    assert.match(out.stderr, /needs CAP_NET_ADMIN/);
-  },
+rootTest("main.ts (root) says in one line that CAP_NET_ADMIN is missing, exit 2", async () => {
+  const out = await runToEnd(denoSpawn, "setpriv", [
+    "--inh-caps=-all",
+    "--bounding-set=-net_admin",
+    Deno.execPath(),
+    "run",
+    "--no-check",
+    `--config=${root}deno.json`,
+    ...flags,
+    `${root}main.ts`,
+    "--nat-source",
+    "off",
+  ]);
+  assert.equal(out.code, 2, out.stderr);
+  assert.equal(out.stderr.trim().split("\n").length, 1, out.stderr);
+  assert.match(out.stderr, /needs CAP_NET_ADMIN/);
 });

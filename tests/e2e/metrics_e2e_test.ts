@@ -10,6 +10,7 @@
  * Every `/metrics` body is parsed whole by the strict exposition validator.
  */
 import assert from "node:assert/strict";
+import { rootTest } from "../root.ts";
 import { runToEnd } from "../../lib/command.ts";
 import type { CommandOutput, ExitStatus } from "../../lib/command.ts";
 import { denoSpawn } from "../../lib/process.ts";
@@ -18,20 +19,6 @@ import { parseExposition, sampleValue } from "../exposition.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 const SCRAPE = `${ROOT}/tests/fixtures/metrics-scrape.ts`;
-const isRoot = Deno.uid() === 0;
-const inCi = Deno.env.get("CI") === "true";
-if (!isRoot && !inCi) console.warn("metrics_e2e_test: (root, netns) tests ignored: not root");
-
-function rootTest(name: string, fn: () => Promise<void>): void {
-  Deno.test({
-    name,
-    ignore: !isRoot && !inCi,
-    fn: async () => {
-      if (!isRoot) throw new Error(`Cannot run "${name}" as uid ${Deno.uid()}: needs root`);
-      await fn();
-    },
-  });
-}
 
 /** The agent as a child process, with everything it wrote kept for failure messages. */
 interface Agent extends AsyncDisposable {

@@ -6,6 +6,7 @@
  * Needs root; ignored otherwise, and failing instead when CI=true.
  */
 import assert from "node:assert/strict";
+import { rootTest } from "../root.ts";
 import { runToEnd } from "../../lib/command.ts";
 import type { DeleteOutcome } from "../../lib/deleter.ts";
 import type { Flow } from "../../lib/flow.ts";
@@ -13,20 +14,6 @@ import { denoSpawn } from "../../lib/process.ts";
 import { createNetns, entryAt, fillTable, inNetns, tableCount } from "../../bench/fill_table.ts";
 import type { FillOptions } from "../../bench/fill_table.ts";
 
-const isRoot = Deno.uid() === 0;
-const inCi = Deno.env.get("CI") === "true";
-if (!isRoot && !inCi) console.warn("scale_netlink_test: (root, netns) tests ignored: not root");
-
-function rootTest(name: string, fn: () => Promise<void>): void {
-  Deno.test({
-    name,
-    ignore: !isRoot && !inCi,
-    fn: async () => {
-      if (!isRoot) throw new Error(`Cannot run "${name}" as uid ${Deno.uid()}: needs root`);
-      await fn();
-    },
-  });
-}
 
 const HELPER = new URL("../fixtures/scale_netlink_delete.ts", import.meta.url).pathname;
 
