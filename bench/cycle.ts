@@ -83,11 +83,12 @@ export function usage(pid: number): Usage {
 }
 
 /** A started subject: its pid (read from the wrapper shell) and the process. */
-interface Subject extends AsyncDisposable {
+export interface Subject extends AsyncDisposable {
   readonly pid: number;
 }
 
-async function start(netns: string, command: readonly string[]): Promise<Subject> {
+/** Starts `command` in `netns`, its output discarded; disposing of it stops it. */
+export async function start(netns: string, command: readonly string[]): Promise<Subject> {
   const controller = new AbortController();
   // The shell prints its pid, then execs `ip netns exec`, which execs the command: one pid.
   const quoted = command.map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ");

@@ -11,7 +11,7 @@
  * @module
  */
 import process from "node:process";
-import { splitLines } from "../lib/lines.ts";
+import { splitLineBatches, splitLines } from "../lib/lines.ts";
 import { tokenizeLine } from "../lib/tokenizer.ts";
 
 /** A small deterministic generator (mulberry32), so that every run sees the same input. */
@@ -26,31 +26,54 @@ function random(seed: number): () => number {
   };
 }
 
+/** The make-up of generated output. */
+export interface Mix {
+  /** Share of lines that are IPv6. */
+  readonly ipv6: number;
+  /** Share of lines with `id=` (all of them with `-o id`, as the agent lists). */
+  readonly id: number;
+  /** Share of `SYN_SENT` lines that are DNATed (reply from a backend, not the VIP). */
+  readonly dnat: number;
+}
+
 /**
- * `count` lines as conntrack 1.4.7 prints them: 85% `SYN_SENT [UNREPLIED]` (a third IPv6, a tenth
- * zoned), 10% `SYN_RECV`/`CLOSE` unreplied, 5% with `delta-time=` and `id=`.
+ * What the agent reads: `conntrack -L -p tcp -u UNREPLIED -o id`, 10% IPv6 (as
+ * bench/fill_table.ts fills), and 20% of the `SYN_SENT` entries DNATed.
  */
-export function generateLines(count: number, seed = 1): string[] {
+export const TYPICAL: Mix = { ipv6: 0.1, id: 1, dnat: 0.2 };
+/** The mix this bench used before (a third IPv6, `id=` on 5%, no NAT), kept for comparison. */
+export const LEGACY: Mix = { ipv6: 0.33, id: 0.05, dnat: 0 };
+
+/**
+ * `count` lines as conntrack 1.4.7 prints them: 85% `SYN_SENT [UNREPLIED]`, 15%
+ * `SYN_RECV`/`CLOSE` unreplied, a tenth zoned, 5% with `delta-time=`; IPv6, `id=` and DNAT as
+ * `mix` says.
+ */
+export function generateLines(count: number, seed = 1, mix: Mix = TYPICAL): string[] {
   const next = random(seed);
   const lines: string[] = new Array(count);
   for (let n = 0; n < count; n++) {
     const r = next();
-    const v6 = next() < 0.33;
-    // Canonical texts, as inet_ntop prints them.
+    const v6 = next() < mix.ipv6;
+    // Canonical texts, as inet_ntop prints them (groups of at most four hex digits).
     const client = v6
-      ? `2001:db8:${((n >>> 16) + 1).toString(16)}::${((n & 0xffff) + 1).toString(16)}`
+      ? `2001:db8:${((n >>> 15) + 1).toString(16)}::${((n & 0x7fff) + 1).toString(16)}`
       : `198.51.${100 + ((n >>> 16) & 0x3f)}.${(n >>> 8) & 0xff}`;
     const vip = v6 ? `2001:db8:100::${(n % 50) + 1}` : `192.0.2.${(n % 50) + 1}`;
     const sport = 32768 + (n % 28000);
     const dport = next() < 0.7 ? 443 : 80;
     const state = r < 0.85 ? "SYN_SENT" : r < 0.9 ? "SYN_RECV" : "CLOSE";
+    const backend = next() < mix.dnat
+      ? (v6 ? `fd00:10::${(n % 200) + 1}` : `10.244.${n % 16}.${(n % 200) + 1}`)
+      : vip;
+    const rport = backend === vip ? dport : 8443;
     const timeout = Math.floor(next() * 120);
     const zone = next() < 0.1 ? ` zone=${1 + Math.floor(next() * 9)}` : "";
-    const extra = next() < 0.05 ? ` delta-time=${Math.floor(next() * 300)}` : "";
-    const id = extra ? ` id=${Math.floor(next() * 4294967295)}` : "";
+    const delta = next() < 0.05 ? ` delta-time=${Math.floor(next() * 300)}` : "";
+    const id = next() < mix.id ? ` id=${Math.floor(next() * 4294967295)}` : "";
     lines[n] = `tcp      6 ${timeout} ${state} src=${client} dst=${vip} sport=${sport} ` +
-      `dport=${dport} [UNREPLIED] src=${vip} dst=${client} sport=${dport} dport=${sport} ` +
-      `mark=0${zone}${extra} use=1${id}`;
+      `dport=${dport} [UNREPLIED] src=${backend} dst=${client} sport=${rport} dport=${sport} ` +
+      `mark=0${zone}${delta} use=1${id}`;
   }
   return lines;
 }
@@ -119,15 +142,30 @@ for (const n of SIZES) {
   );
 }
 
+// The mix this bench used before, so that figures stay comparable with earlier ones.
+const legacy = generateLines(100_000, 100_000, LEGACY).join("\n").split("\n");
+await report("tokenizeLine, legacy mix", legacy.length, () => tokenizeAll(legacy));
+
 const million = inputs.get(1_000_000) ?? [];
 const chunks = toChunks(million.join("\n") + "\n");
 const split = await splitAll(chunks);
 if (split !== million.length) throw new Error(`split ${split} lines, expected ${million.length}`);
 await report("splitLines", million.length, () => splitAll(chunks));
 await report("splitLines + tokenizeLine", million.length, () => splitAndTokenize(chunks));
+await report(
+  "splitLineBatches + tokenizeLine (as dumpCandidates)",
+  million.length,
+  () => splitBatchesAndTokenize(chunks),
+);
 
 async function splitAndTokenize(chunks: readonly Uint8Array[]): Promise<void> {
   for await (const line of splitLines(ReadableStream.from(chunks))) tokenizeLine(line);
+}
+
+async function splitBatchesAndTokenize(chunks: readonly Uint8Array[]): Promise<void> {
+  for await (const batch of splitLineBatches(ReadableStream.from(chunks))) {
+    for (const line of batch) tokenizeLine(line);
+  }
 }
 
 Deno.bench({ name: "splitLines x 1000000 lines", group: "split", n: 3 }, async () => {
@@ -138,5 +176,12 @@ Deno.bench(
   { name: "splitLines + tokenizeLine x 1000000 lines", group: "split", n: 3 },
   async () => {
     await splitAndTokenize(chunks);
+  },
+);
+
+Deno.bench(
+  { name: "splitLineBatches + tokenizeLine x 1000000 lines", group: "split", n: 3 },
+  async () => {
+    await splitBatchesAndTokenize(chunks);
   },
 );

@@ -9,7 +9,7 @@ import type { SpawnCommand } from "./command.ts";
 import type { DeleteOutcome, Deleter } from "./deleter.ts";
 import type { Candidate, Flow } from "./flow.ts";
 import { flowKey } from "./flow.ts";
-import { splitLines } from "./lines.ts";
+import { splitLineBatches, splitLines } from "./lines.ts";
 import { tokenizeLine } from "./tokenizer.ts";
 
 /**
@@ -78,19 +78,22 @@ export async function dumpCandidates(spawn: SpawnCommand, options: DumpOptions):
   let rejected = 0;
   let firstLine = "";
   let firstReason = "";
-  for await (const line of splitLines(child.stdout)) {
-    if (line.length === 0) continue;
-    lines++;
-    const parsed = tokenizeLine(line);
-    if (parsed.kind === "candidate") {
-      const c = parsed.candidate;
-      if (seen.has(c.key) || (options.accept && !options.accept(c.flow))) continue;
-      seen.add(c.key);
-      candidates.push(c);
-    } else if (parsed.kind === "malformed") {
-      if (rejected++ === 0) {
-        firstLine = line.slice(0, 200);
-        firstReason = parsed.reason;
+  // Whole batches and a plain loop: a generator step per line cost as much as reading it.
+  for await (const batch of splitLineBatches(child.stdout)) {
+    for (const line of batch) {
+      if (line.length === 0) continue;
+      lines++;
+      const parsed = tokenizeLine(line);
+      if (parsed.kind === "candidate") {
+        const c = parsed.candidate;
+        if (seen.has(c.key) || (options.accept && !options.accept(c.flow))) continue;
+        seen.add(c.key);
+        candidates.push(c);
+      } else if (parsed.kind === "malformed") {
+        if (rejected++ === 0) {
+          firstLine = line.slice(0, 200);
+          firstReason = parsed.reason;
+        }
       }
     }
   }

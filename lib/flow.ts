@@ -66,7 +66,11 @@ export interface Candidate {
 }
 
 /**
- * A stable string identifying a flow: zone(s), then the original and reply tuples.
+ * A stable string identifying a flow: its zone(s), then its original tuple as conntrack prints
+ * it. The kernel never holds two entries with the same original tuple in the same zone (a new
+ * entry that clashes with one is dropped), so the key names exactly one entry of the table; the
+ * reply tuple adds nothing to that, and leaving it out halves the key. The tokenizer builds the
+ * same text by copying it out of the line.
  *
  * @example Two readings of the same flow share a key
  * ```ts
@@ -77,14 +81,28 @@ export interface Candidate {
  *   reply: { src: "192.0.2.10", dst: "198.51.100.2", sport: 80, dport: 40000 },
  *   zone: 0,
  * } as const;
- * flowKey(flow); // "0/-/- 198.51.100.2:40000>192.0.2.10:80 192.0.2.10:80>198.51.100.2:40000"
+ * flowKey(flow); // "0/-/- src=198.51.100.2 dst=192.0.2.10 sport=40000 dport=80"
  * ```
  */
 export function flowKey(flow: Flow): string {
   const o = flow.original;
-  const r = flow.reply;
-  return `${flow.zone}/${flow.origZone ?? "-"}/${flow.replyZone ?? "-"} ` +
-    `${o.src}:${o.sport}>${o.dst}:${o.dport} ${r.src}:${r.sport}>${r.dst}:${r.dport}`;
+  // join() builds one flat string; a template would build a tree of pieces, which costs more
+  // memory in a key the tracker keeps.
+  return [
+    flow.zone,
+    "/",
+    flow.origZone ?? "-",
+    "/",
+    flow.replyZone ?? "-",
+    " src=",
+    o.src,
+    " dst=",
+    o.dst,
+    " sport=",
+    o.sport,
+    " dport=",
+    o.dport,
+  ].join("");
 }
 
 /**

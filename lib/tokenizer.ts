@@ -9,7 +9,9 @@
  *
  * The tokenizer is on the hot path: one call per table entry per cycle. TCP lines in the
  * printer's field order, nearly all of a dump, are matched by one native pattern, which V8 runs
- * several times faster than any JavaScript character loop. Every other line goes to a reader that
+ * several times faster than any JavaScript character loop; a candidate is then read from the
+ * places the pattern guarantees, with native searches and as few character loops as possible
+ * (they cost 2-4 ns a character, the pattern about 0.5). Every other line goes to a reader that
  * takes fields by name in any order and says what is wrong with a malformed line; it walks the
  * line by character code and keeps its state in local variables. Neither allocates anything for
  * a line that is not a candidate, and both give the same results (a test holds them to it).
@@ -196,8 +198,6 @@ const TEXT = "\\S+";
 const STATE = "[A-Z][A-Z0-9_]*";
 /** The flag that may follow the original tuple. */
 const UNREPLIED_MAYBE = "(?: \\[UNREPLIED\\])?";
-/** Text shaped like IPv6 (a colon within the first five characters), checked with isIPv6(). */
-const V6_SHAPE = "[0-9a-fA-F]{0,4}:[0-9a-fA-F:.]{1,44}";
 
 /** A TCP line's own numbers and addresses, as patterns; captured or not. */
 interface Parts {
@@ -213,17 +213,29 @@ interface Parts {
   readonly delta: string;
 }
 
-/** The part of a TCP line after the state word. */
-function tcpBody(unreplied: string, p: Parts): string {
+/**
+ * The part of a TCP line after the state word, up to the end of the line.
+ *
+ * With `splitAtReply`, the original tuple is captured (four groups from `firstGroup` on, for
+ * back-references only: test() never builds their substrings) and the reply tuple and the rest
+ * are matched by a lookahead when the reply mirrors the original's text crosswise (no NAT), and
+ * consumed otherwise. A sticky pattern's `lastIndex` then tells the two apart after test(): it
+ * stops at the reply tuple for a mirrored entry, and at the end of the line for any other.
+ */
+function tcpBody(unreplied: string, p: Parts, splitAtReply = false, firstGroup = 1): string {
   const counters = ` packets=${U64} bytes=${U64}`;
-  return `src=${p.address} dst=${p.address} sport=${p.port} dport=${p.port}` +
-    `(?: zone-orig=${p.zone})?(?:${counters})?${unreplied}` +
-    ` src=${p.address} dst=${p.address} sport=${p.port} dport=${p.port}` +
-    `(?: zone-reply=${p.zone})?(?:${counters})?` +
+  const tuple = `src=${p.address} dst=${p.address} sport=${p.port} dport=${p.port}`;
+  const rest = `(?: zone-reply=${p.zone})?(?:${counters})?` +
     `(?: \\[(?:ASSURED|OFFLOAD|HW_OFFLOAD)\\])?(?: mark=${U32})?(?: secmark=${U32})?` +
     `(?: secctx=${TEXT})?(?: zone=${p.zone})?(?: delta-time=${p.delta})?` +
     `(?: \\[start=[^\\]]+\\])?(?: \\[stop=[^\\]]+\\])?(?: helper=${TEXT})?(?: use=${U32})?` +
-    `(?: id=${p.id})?(?: labels=${TEXT})?`;
+    `(?: id=${p.id})?(?: labels=${TEXT})?$`;
+  const head = `(?: zone-orig=${p.zone})?(?:${counters})?${unreplied} `;
+  if (!splitAtReply) return `${tuple}${head}${tuple}${rest}`;
+  const g = (n: number) => `\\${firstGroup + n}`;
+  const original = `src=(${p.address}) dst=(${p.address}) sport=(${p.port}) dport=(${p.port})`;
+  const mirror = `src=${g(1)} dst=${g(0)} sport=${g(3)} dport=${g(2)}`;
+  return `${original}${head}(?:(?=${mirror}${rest})|${tuple}${rest})`;
 }
 
 /** Fully checked parts of one family. */
@@ -237,104 +249,224 @@ function strictParts(address: string): Parts {
  */
 const TCP_ENTRY = new RegExp(
   `^(?:(?:ipv4 +2 +)?tcp +6 +${U32} +${STATE} +${tcpBody(UNREPLIED_MAYBE, strictParts(V4))}` +
-    `|(?:ipv6 +10 +)?tcp +6 +${U32} +${STATE} +${tcpBody(UNREPLIED_MAYBE, strictParts(V6))})$`,
+    `|(?:ipv6 +10 +)?tcp +6 +${U32} +${STATE} +${tcpBody(UNREPLIED_MAYBE, strictParts(V6))})`,
 );
 
 /**
- * A TCP `SYN_SENT [UNREPLIED]` line, capturing what a candidate is built from. Those numbers and
- * IPv6 addresses are only shaped here and range-checked as they are read, which costs less than
- * checking them twice; families are compared after the match. Groups are numbered in
- * {@link G}; a line that does not match costs no allocation.
+ * A TCP `SYN_SENT [UNREPLIED]` line in the printer's field order, with an alternative per family
+ * so that families cannot mix (an IPv4 address has no colon, an IPv6 one has one, so the first
+ * address tells which alternative matched). The pattern checks the shape only (IPv4 addresses in
+ * full; IPv6 addresses and numbers are checked as they are read, which costs less than checking
+ * them twice), and test() builds no substring: a substring for every group cost more than the
+ * match itself, so {@link candidateFromLine} walks the matched line instead, where the pattern
+ * guarantees where every field sits. A line that does not match costs no allocation.
+ *
+ * Sticky, so that `lastIndex` tells an entry without NAT (nearly all candidates), whose reply
+ * tuple then needs no reading at all, from the others (see {@link tcpBody}). It is the only
+ * pattern here with state: {@link tokenizeTcpLine} sets `lastIndex` before every use.
  */
-const TCP_CANDIDATE = new RegExp(
-  `^(?:(ipv4) +2 +|(ipv6) +10 +)?tcp +6 +(\\d{1,10}) +SYN_SENT +` +
-    tcpBody(" \\[UNREPLIED\\]", {
-      address: `(${V4}|${V6_SHAPE})`,
-      port: "(\\d{1,5})",
-      zone: "(\\d{1,5})",
-      id: "(\\d{1,10})",
-      delta: "(\\d{1,16})",
-    }) + "$",
-);
+const TCP_CANDIDATE = candidatePattern();
 
-/** Capture groups of {@link TCP_CANDIDATE}, in the order they open. */
-const G = {
-  ipv4: 1,
-  ipv6: 2,
-  timeout: 3,
-  oSrc: 4,
-  oDst: 5,
-  oSport: 6,
-  oDport: 7,
-  origZone: 8,
-  rSrc: 9,
-  rDst: 10,
-  rSport: 11,
-  rDport: 12,
-  replyZone: 13,
-  zone: 14,
-  delta: 15,
-  id: 16,
-} as const;
+function candidatePattern(): RegExp {
+  const parts = (address: string) => ({
+    address,
+    port: "\\d+",
+    zone: "\\d{1,5}",
+    id: "\\d{1,10}",
+    delta: "\\d{1,16}",
+  });
+  // Any text with a colon may be IPv6, for isIPv6() to decide: matching a bounded class such as
+  // `[0-9a-fA-F:.]{2,45}` costs more than that check.
+  const v6 = "[^ ]*:[^ ]*";
+  return new RegExp(
+    `^(?:ipv4 +2 +|ipv6 +10 +)?tcp +6 +\\d{1,10} +SYN_SENT +` +
+      `(?:${tcpBody(" \\[UNREPLIED\\]", parts(V4), true, 1)}` +
+      `|${tcpBody(" \\[UNREPLIED\\]", parts(v6), true, 5)})`,
+    "y",
+  );
+}
 
 /** The fast path: a result for a TCP line in the printer's order, undefined for anything else. */
 function tokenizeTcpLine(line: string): ParsedLine | undefined {
-  const m = TCP_CANDIDATE.exec(line);
-  if (m !== null) return candidateFromMatch(m);
+  TCP_CANDIDATE.lastIndex = 0;
+  if (TCP_CANDIDATE.test(line)) {
+    // A mirrored entry's match stops at its reply tuple.
+    return candidateFromLine(line, TCP_CANDIDATE.lastIndex < line.length);
+  }
   return TCP_ENTRY.test(line) ? OTHER_LINE : undefined;
 }
 
+/** The key prefix of a flow in zone 0 with no directional zones, by far the most common. */
+const ZONE_0_PREFIX = "0/-/- ";
+
 /**
- * Builds the candidate from a {@link TCP_CANDIDATE} match. Undefined when a number is out of
- * range, an IPv6 address is impossible or families mix, for the field-by-field reader to explain.
+ * Builds the candidate from a line {@link TCP_CANDIDATE} matched; `mirrored` when its reply tuple
+ * mirrors the original (no NAT).
+ * Undefined when a number is out of range or not written as conntrack writes it, or an IPv6
+ * address is impossible, for the field-by-field reader to explain.
+ *
+ * The key is the zones and the original tuple's text, copied out of the line into one flat
+ * string, and the original addresses are cut from the key: what outlives the cycle (the key, in
+ * the tracker) and what lives through it (the candidate) then hold no part of the decoded chunk
+ * the line was cut from (64 KiB; V8 keeps a substring of 13 or more characters as a view of its
+ * parent), and the addresses cost no copy of their own.
  */
-function candidateFromMatch(m: RegExpExecArray): ParsedLine | undefined {
-  const oSrc = m[G.oSrc] ?? "", oDst = m[G.oDst] ?? "";
-  const rSrc = m[G.rSrc] ?? "", rDst = m[G.rDst] ?? "";
-  const v6 = oSrc.includes(":"); // an IPv4 match has no colon, an IPv6-shaped one has
-  if (oDst.includes(":") !== v6 || rSrc.includes(":") !== v6 || rDst.includes(":") !== v6) {
-    return undefined;
+function candidateFromLine(line: string, mirrored: boolean): ParsedLine | undefined {
+  // The head: an optional `ipv4 2`/`ipv6 10`, then `tcp 6 TIMEOUT SYN_SENT`.
+  // conntrack pads the protocol name to eight characters: `tcp      6 `. Character loops cost
+  // several times more than native searches here, so the usual layout is taken at a glance.
+  const extended = line.charCodeAt(0) === 105 /* i */;
+  let i = 11;
+  // With the pattern matched, a `6` at 9 followed by one space and a digit can only be the
+  // protocol number, with the timeout at 11.
+  if (
+    extended || line.charCodeAt(9) !== 54 /* 6 */ || line.charCodeAt(10) !== SPACE ||
+    !isDigit(line.charCodeAt(11))
+  ) {
+    i = extended ? line.indexOf("tcp") + 3 : 3;
+    while (line.charCodeAt(i) === SPACE) i++;
+    i++; // `6`
+    while (line.charCodeAt(i) === SPACE) i++;
   }
-  if ((m[G.ipv4] !== undefined && v6) || (m[G.ipv6] !== undefined && !v6)) return undefined;
-  // An un-NATed reply repeats the original addresses, which need no second check.
-  if (
-    v6 && !(isIPv6(oSrc, 0, oSrc.length) && isIPv6(oDst, 0, oDst.length) &&
-      (rSrc === oDst || isIPv6(rSrc, 0, rSrc.length)) &&
-      (rDst === oSrc || isIPv6(rDst, 0, rDst.length)))
-  ) return undefined;
+  let e = line.indexOf(" ", i);
+  const timeout = digitsValue(line, i, e);
 
-  const timeout = capturedNumber(m[G.timeout], MAX_U32);
-  const oSport = capturedNumber(m[G.oSport], MAX_U16);
-  const oDport = capturedNumber(m[G.oDport], MAX_U16);
-  const rSport = capturedNumber(m[G.rSport], MAX_U16);
-  const rDport = capturedNumber(m[G.rDport], MAX_U16);
-  const origZone = capturedNumber(m[G.origZone], MAX_U16);
-  const replyZone = capturedNumber(m[G.replyZone], MAX_U16);
-  const zone = capturedNumber(m[G.zone], MAX_U16);
-  const deltaTime = capturedNumber(m[G.delta], Number.MAX_SAFE_INTEGER);
-  const id = capturedNumber(m[G.id], MAX_U32);
-  if (
-    timeout < 0 || oSport < 0 || oDport < 0 || rSport < 0 || rDport < 0 || origZone < -1 ||
-    replyZone < -1 || zone < -1 || deltaTime < -1 || id < -1
-  ) return undefined;
+  // The original tuple: `src=A dst=B sport=P dport=Q`, single spaces, usually right after
+  // ` SYN_SENT `.
+  const oSrc = line.charCodeAt(e + 10) === 115 /* s */ ? e + 14 : line.indexOf("src=", e) + 4;
+  const oSrcEnd = line.indexOf(" ", oSrc);
+  // The pattern's IPv4 alternative has no colon, its IPv6 one a colon in every address.
+  const v6 = hasColon(line, oSrc, oSrcEnd);
+  if (extended && (line.charCodeAt(3) === 54 /* 6 */) !== v6) return undefined;
+  const oDst = oSrcEnd + 5;
+  const oDstEnd = line.indexOf(" ", oDst);
+  const oSportEnd = line.indexOf(" ", oDstEnd + 7);
+  const oSport = canonicalPort(line, oDstEnd + 7, oSportEnd);
+  const oEnd = line.indexOf(" ", oSportEnd + 7); // `[UNREPLIED]` always follows
+  const oDport = canonicalPort(line, oSportEnd + 7, oEnd);
 
-  const flow = makeFlow(
+  // Optional `zone-orig=` and counters, then ` [UNREPLIED]`.
+  let origZone = -1;
+  i = oEnd + 1;
+  while (line.charCodeAt(i) !== OPEN) {
+    e = line.indexOf(" ", i);
+    if (line.charCodeAt(i) === 122 /* z */) {
+      origZone = parseDecimal(line, i + 10, e, MAX_U16);
+      if (origZone < 0) return undefined;
+    }
+    i = e + 1;
+  }
+
+  // The reply tuple, same shape; it may end the line. A mirrored one is the original's text
+  // crosswise, so of the same length.
+  const rSrc = i + 16; // `[UNREPLIED] src=`
+  let rSrcEnd = 0, rDst = 0, rDstEnd = 0, rSport = oDport, rDport = oSport;
+  let rEnd = rSrc + oEnd - oSrc;
+  if (!mirrored) {
+    rSrcEnd = line.indexOf(" ", rSrc);
+    rDst = rSrcEnd + 5;
+    rDstEnd = line.indexOf(" ", rDst);
+    const rSportEnd = line.indexOf(" ", rDstEnd + 7);
+    rSport = parseDecimal(line, rDstEnd + 7, rSportEnd, MAX_U16);
+    rEnd = line.indexOf(" ", rSportEnd + 7);
+    if (rEnd < 0) rEnd = line.length;
+    rDport = parseDecimal(line, rSportEnd + 7, rEnd, MAX_U16);
+  }
+
+  // `zone-reply=`, counters, flags and the trailer, in the printer's order; only zones,
+  // `delta-time=` and `id=` matter. A `[...]` group may contain spaces.
+  let replyZone = -1, zone = 0, deltaTime = -1, id = -1;
+  i = rEnd + 1;
+  while (i < line.length) {
+    const first = line.charCodeAt(i);
+    if (first === OPEN) {
+      i = line.indexOf("]", i) + 2;
+      continue;
+    }
+    e = line.indexOf(" ", i);
+    if (e < 0) e = line.length;
+    // parseDecimal() answers -1 for a bad number, which here would read as "not printed".
+    if (first === 122 /* z */) {
+      if (line.charCodeAt(i + 4) === 61 /* = */) {
+        zone = parseDecimal(line, i + 5, e, MAX_U16);
+        if (zone < 0) return undefined;
+      } else {
+        replyZone = parseDecimal(line, i + 11, e, MAX_U16);
+        if (replyZone < 0) return undefined;
+      }
+    } else if (first === 100 /* d */) {
+      deltaTime = parseDecimal(line, i + 11, e, Number.MAX_SAFE_INTEGER);
+      if (deltaTime < 0) return undefined;
+    } else if (first === 105 /* i */) {
+      id = digitsValue(line, i + 3, e);
+      if (id > MAX_U32) return undefined;
+    }
+    i = e + 1;
+  }
+  if (timeout > MAX_U32 || oSport < 0 || oDport < 0 || rSport < 0 || rDport < 0) return undefined;
+
+  const prefix = zone === 0 && origZone < 0 && replyZone < 0
+    ? ZONE_0_PREFIX
+    : `${zone}/${origZone < 0 ? "-" : origZone}/${replyZone < 0 ? "-" : replyZone} `;
+  // join() copies into one flat string; `+` would keep the line's slice inside the key.
+  const key = [prefix, line.slice(oSrc - 4, oEnd)].join("");
+  const at = prefix.length + 4 - oSrc; // maps a position in the line to one in the key
+  const src = key.slice(oSrc + at, oSrcEnd + at);
+  const dst = key.slice(oDst + at, oDstEnd + at);
+  // An un-NATed reply repeats the original addresses: share the strings, check them once.
+  const rSrcIsDst = mirrored || sameText(line, rSrc, rSrcEnd, oDst, oDstEnd);
+  const rDstIsSrc = mirrored || sameText(line, rDst, rDstEnd, oSrc, oSrcEnd);
+  if (
+    v6 && !(isIPv6(src, 0, src.length) && isIPv6(dst, 0, dst.length) &&
+      (rSrcIsDst || isIPv6(line, rSrc, rSrcEnd)) && (rDstIsSrc || isIPv6(line, rDst, rDstEnd)))
+  ) return undefined;
+  const flow = flowOf(
     v6 ? "ipv6" : "ipv4",
-    { src: oSrc, dst: oDst, sport: oSport, dport: oDport },
-    { src: rSrc, dst: rDst, sport: rSport, dport: rDport },
-    zone < 0 ? 0 : zone,
+    { src, dst, sport: oSport, dport: oDport },
+    {
+      src: rSrcIsDst ? dst : own(line.slice(rSrc, rSrcEnd)),
+      dst: rDstIsSrc ? src : own(line.slice(rDst, rDstEnd)),
+      sport: rSport,
+      dport: rDport,
+    },
+    zone,
     origZone,
     replyZone,
   );
-  return makeCandidate(flow, timeout, deltaTime, id);
+  return candidateOf(flow, key, timeout, deltaTime, id);
 }
 
-/** A captured run of digits: -1 when the group did not take part, -2 when over `max`. */
-function capturedNumber(digits: string | undefined, max: number): number {
-  if (digits === undefined) return -1;
+/**
+ * The port at `[start, end)`, or -1 when out of range or written with a leading zero: the key
+ * holds the original tuple's text, which must read as {@link flowKey} writes the numbers.
+ */
+/** Whether `[a, aEnd)` and `[b, bEnd)` of `line` hold the same text (a loop beats startsWith). */
+function sameText(line: string, a: number, aEnd: number, b: number, bEnd: number): boolean {
+  if (aEnd - a !== bEnd - b) return false;
+  for (let i = 0; i < aEnd - a; i++) {
+    if (line.charCodeAt(a + i) !== line.charCodeAt(b + i)) return false;
+  }
+  return true;
+}
+
+function hasColon(line: string, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    if (line.charCodeAt(i) === COLON) return true;
+  }
+  return false;
+}
+
+function canonicalPort(line: string, start: number, end: number): number {
+  if (end - start > 5 || (end - start > 1 && line.charCodeAt(start) === ZERO)) return -1;
+  const port = digitsValue(line, start, end);
+  return port <= MAX_U16 ? port : -1;
+}
+
+/** The value of `[start, end)`, which the pattern matched as 1 to 10 digits. */
+function digitsValue(line: string, start: number, end: number): number {
   let value = 0;
-  for (let i = 0; i < digits.length; i++) value = value * 10 + digits.charCodeAt(i) - ZERO;
-  return value <= max ? value : -2;
+  for (let i = start; i < end; i++) value = value * 10 + line.charCodeAt(i) - ZERO;
+  return value;
 }
 
 /** The list forms: default, extended, id, ktimestamp, acct, and `conntrack -E` events. */
@@ -1350,8 +1482,8 @@ function malformed(reason: string): ParsedLine {
 }
 
 /**
- * Builds a flow, leaving out the directional zones conntrack did not print. `read` and
- * `readReply` are the tuples as read, whose addresses may still be slices of the line.
+ * Builds a flow from tuples as the field-by-field reader read them, whose addresses may still be
+ * slices of the line: they are copied (see {@link own}).
  */
 function makeFlow(
   family: Family,
@@ -1371,6 +1503,18 @@ function makeFlow(
     sport: readReply.sport,
     dport: readReply.dport,
   };
+  return flowOf(family, original, reply, zone, origZone, replyZone);
+}
+
+/** Builds a flow, leaving out the directional zones conntrack did not print (-1). */
+function flowOf(
+  family: Family,
+  original: Tuple,
+  reply: Tuple,
+  zone: number,
+  origZone: number,
+  replyZone: number,
+): Flow {
   if (origZone < 0 && replyZone < 0) return { family, original, reply, zone };
   if (replyZone < 0) return { family, original, reply, zone, origZone };
   if (origZone < 0) return { family, original, reply, zone, replyZone };
@@ -1379,18 +1523,28 @@ function makeFlow(
 
 /**
  * A copy of `text` that does not point into the string it was cut from. V8 keeps a substring
- * of 13 or more characters as a view of its parent, so an address kept in a tracked candidate
- * would otherwise keep the whole decoded chunk of the dump (64 KiB) alive for as long as the
- * entry is tracked. Prefixing and cutting again forces one small flat copy; shorter substrings
- * are copies already.
+ * of 13 or more characters as a view of its parent, so an address kept in a candidate would
+ * otherwise keep the whole decoded chunk of the dump (64 KiB) alive with it: on a kernel that
+ * lists every entry, a few candidates would keep the whole dump. Prefixing and cutting again
+ * forces one small flat copy; shorter substrings are copies already.
  */
 function own(text: string): string {
   return text.length < 13 ? text : (" " + text).slice(1);
 }
 
-/** Wraps a flow as a candidate, leaving out what conntrack did not print. */
+/** Wraps a flow as a candidate with its {@link flowKey}. */
 function makeCandidate(flow: Flow, timeout: number, deltaTime: number, id: number): ParsedLine {
-  const key = flowKey(flow);
+  return candidateOf(flow, flowKey(flow), timeout, deltaTime, id);
+}
+
+/** Wraps a flow as a candidate, leaving out what conntrack did not print (-1). */
+function candidateOf(
+  flow: Flow,
+  key: string,
+  timeout: number,
+  deltaTime: number,
+  id: number,
+): ParsedLine {
   const candidate: Candidate = deltaTime < 0 && id < 0
     ? { flow, key, timeout }
     : id < 0

@@ -14,7 +14,6 @@ import { denoSpawn } from "../../lib/process.ts";
 import { createNetns, entryAt, fillTable, inNetns, tableCount } from "../../bench/fill_table.ts";
 import type { FillOptions } from "../../bench/fill_table.ts";
 
-
 const HELPER = new URL("../fixtures/scale_netlink_delete.ts", import.meta.url).pathname;
 
 type HelperResult =
