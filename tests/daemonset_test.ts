@@ -12,7 +12,7 @@ import { parseAllDocuments } from "yaml";
 import { DaemonSet } from "kubernetes-models/apps/v1/DaemonSet";
 import { ServiceAccount } from "kubernetes-models/v1/ServiceAccount";
 import { OPTIONS } from "../lib/cli.ts";
-import { runToEnd } from "../lib/command.ts";
+import { runChecked, runToEnd } from "../lib/command.ts";
 import { denoSpawn } from "../lib/process.ts";
 import { VERSION } from "../lib/version.ts";
 
@@ -176,12 +176,8 @@ async function run(program: string, args: readonly string[]) {
   return await runToEnd(denoSpawn, program, args);
 }
 
-async function mustRun(program: string, args: readonly string[]): Promise<string> {
-  const out = await run(program, args);
-  if (out.code !== 0) {
-    throw new Error(`Cannot run ${program} ${args.join(" ")}: ${out.stderr.trim()}`);
-  }
-  return out.stdout;
+function mustRun(program: string, args: readonly string[]): Promise<string> {
+  return runChecked(denoSpawn, program, args);
 }
 
 /**

@@ -11,10 +11,9 @@ const root = new URL("../", import.meta.url).pathname;
 const start: string = JSON.parse(await Deno.readTextFile(`${root}deno.json`)).tasks.start;
 const flags = start.replace(/^deno run /, "").replace(/ main\.ts$/, "").split(" ");
 
-function agent(args: readonly string[], env: Record<string, string> = {}) {
-  const assignments = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-  return runToEnd(denoSpawn, "env", [
-    ...assignments,
+/** The argv of `deno task start` with `args`, runnable from any directory. */
+function startArgv(args: readonly string[]): string[] {
+  return [
     Deno.execPath(),
     "run",
     "--no-check",
@@ -22,7 +21,12 @@ function agent(args: readonly string[], env: Record<string, string> = {}) {
     ...flags,
     `${root}main.ts`,
     ...args,
-  ]);
+  ];
+}
+
+function agent(args: readonly string[], env: Record<string, string> = {}) {
+  const assignments = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  return runToEnd(denoSpawn, "env", [...assignments, ...startArgv(args)]);
 }
 
 const badValues: readonly { args: string[]; env?: Record<string, string>; names: RegExp }[] = [
@@ -80,14 +84,7 @@ rootTest("main.ts (root) says in one line that CAP_NET_ADMIN is missing, exit 2"
   const out = await runToEnd(denoSpawn, "setpriv", [
     "--inh-caps=-all",
     "--bounding-set=-net_admin",
-    Deno.execPath(),
-    "run",
-    "--no-check",
-    `--config=${root}deno.json`,
-    ...flags,
-    `${root}main.ts`,
-    "--nat-source",
-    "off",
+    ...startArgv(["--nat-source", "off"]),
   ]);
   assert.equal(out.code, 2, out.stderr);
   assert.equal(out.stderr.trim().split("\n").length, 1, out.stderr);

@@ -14,7 +14,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { runToEnd } from "../lib/command.ts";
+import { runChecked, runToEnd } from "../lib/command.ts";
 import type { CommandOutput } from "../lib/command.ts";
 import { denoSpawn } from "../lib/process.ts";
 import { startTaskArgv } from "../lib/testbed.ts";
@@ -71,12 +71,8 @@ async function run(program: string, args: readonly string[]): Promise<CommandOut
   return await runToEnd(denoSpawn, program, args);
 }
 
-async function mustRun(program: string, args: readonly string[]): Promise<string> {
-  const out = await run(program, args);
-  if (out.code !== 0) {
-    throw new Error(`Cannot run ${program} ${args.join(" ")}: ${out.stderr.trim()}`);
-  }
-  return out.stdout;
+function mustRun(program: string, args: readonly string[]): Promise<string> {
+  return runChecked(denoSpawn, program, args);
 }
 
 /**
