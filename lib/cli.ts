@@ -333,7 +333,12 @@ function attributeName(flag: string): string {
 }
 
 function describe(spec: FlagSpec): string {
-  const fallback = spec.default === "" ? "none" : spec.default;
+  // An empty include filter means every flow; an empty exclude filter means none.
+  const fallback = spec.default !== ""
+    ? spec.default
+    : spec.flag.startsWith("--exclude")
+    ? "none"
+    : "all";
   return `${spec.help}; accepts ${spec.accepts} (default: ${fallback}; env: ${spec.env})`;
 }
 

@@ -193,8 +193,9 @@ export async function probeConntrack(spawn: SpawnCommand, conntrack: string): Pr
         `"--version" exited ${version.code}: ${lastLine(version.stderr || version.stdout)}`,
     );
   }
-  // A TCP listing restricted to port 0 touches the table without printing anything of size.
-  const probe = await run(spawn, conntrack, ["-L", "-p", "tcp", "--dport", "0"]);
+  // The agent's own kernel-filtered listing, narrowed to port 0 so that it prints nothing: as
+  // cheap as a cycle, and it fails exactly when the agent could not read the table.
+  const probe = await run(spawn, conntrack, ["-L", "-p", "tcp", "-u", "UNREPLIED", "--dport", "0"]);
   if (probe.code !== 0) {
     const message = lastLine(probe.stderr);
     const hint = /CAP_NET_ADMIN|not permitted/i.test(message)

@@ -166,8 +166,20 @@ Deno.test("agent does not read NAT rules when there are no candidates", async ()
   assert.equal(reads, 0);
 });
 
-Deno.test("agent.run() waits one full period after each cycle and stops on abort", async () => {
-  const { clock, agent, reports } = setup({ periodMs: 700 });
+Deno.test("agent.run() waits one full period after the end of each cycle and stops on abort", async () => {
+  const { clock, ct, agent, reports } = setup({ periodMs: 700 });
+  // Each listing takes 250 ms of virtual time; record when each one starts.
+  const starts: number[] = [];
+  const list = ct.spawn;
+  Object.defineProperty(ct, "spawn", {
+    value: ((program, args, options) => {
+      if (args[0] === "-L") {
+        starts.push(clock.monotonic());
+        clock.advance(250);
+      }
+      return list(program, args, options);
+    }) satisfies typeof list,
+  });
   const controller = new AbortController();
   const original = clock.sleep.bind(clock);
   clock.sleep = (ms, signal) => {
@@ -176,7 +188,8 @@ Deno.test("agent.run() waits one full period after each cycle and stops on abort
   };
   await agent.run(controller.signal);
   assert.equal(reports.length, 3);
-  assert.deepEqual(clock.sleeps, [700, 700, 700]);
+  // End-to-start: 250 ms of listing plus a full 700 ms pause; start-to-start would give 700.
+  assert.deepEqual(starts.slice(1).map((t, i) => t - starts[i]!), [950, 950]);
 });
 
 Deno.test("agent logs once when cycles overrun the period, and once when they fit again", async () => {
