@@ -150,6 +150,8 @@ type PartOutcome =
     /** Read and parsed. */
     readonly kind: "ok";
     readonly destinations: readonly NatDestination[];
+    /** Something the operator should know about what this source could not see. */
+    readonly caveat?: string;
   }
   | {
     /** Not on this node (program not installed in `auto`, or no kube-proxy table): no rules. */
@@ -187,6 +189,7 @@ export function createNatReader(options: NatReaderOptions): NatReader {
   const { spawn, logger, source } = options;
   const parts = partsFor(source, spawn, options.programs ?? {});
   const states = new Map<string, PartOutcome["kind"]>();
+  const caveats = new Set<string>();
   let available: boolean | undefined;
 
   return {
@@ -203,6 +206,10 @@ export function createNatReader(options: NatReaderOptions): NatReader {
         states.set(part.name, outcome.kind);
         if (outcome.kind === "ok") destinations.push(...outcome.destinations);
         else problems[part.name] = outcome.reason;
+        if (outcome.kind === "ok" && outcome.caveat && !caveats.has(part.name)) {
+          caveats.add(part.name);
+          logger.warn(outcome.caveat, { command: part.name });
+        }
       });
       const working = outcomes.some((o) => o.kind === "ok");
       if (!working && available !== false) {
@@ -282,19 +289,40 @@ function iptablesPart(
     read: async (signal) => {
       try {
         const child = spawn(program, args, signal ? { signal } : {});
-        const parsed = await parseIptablesSave(splitLines(child.stdout), family).then(
+        const legacy = { present: false };
+        const lines = watchForLegacyTables(splitLines(child.stdout), legacy);
+        const parsed = await parseIptablesSave(lines, family).then(
           (destinations) => ({ destinations }),
           (error: unknown) => ({ error }),
         );
         const status = await child.status;
         if (status.code !== 0) return { kind: "failed", reason: exitReason(status) };
         if ("error" in parsed) return { kind: "failed", reason: messageOf(parsed.error) };
-        return { kind: "ok", destinations: parsed.destinations };
+        if (!legacy.present) return { kind: "ok", destinations: parsed.destinations };
+        return { kind: "ok", destinations: parsed.destinations, caveat: LEGACY_CAVEAT };
       } catch (error) {
         return spawnFailure(error, optional);
       }
     },
   };
+}
+
+const LEGACY_CAVEAT =
+  "The node also has legacy iptables rules, which the nat rule does not read; " +
+  "Services whose DNAT lives there are left to the renewal and age rules";
+
+/**
+ * Passes lines through, noting iptables-nft's comment that legacy tables exist beside the ones
+ * it printed (kube-proxy in legacy mode on a node whose iptables is the nft flavour).
+ */
+async function* watchForLegacyTables(
+  lines: AsyncIterable<string>,
+  legacy: { present: boolean },
+): AsyncGenerator<string> {
+  for await (const line of lines) {
+    if (line.startsWith("# Warning: iptables-legacy tables present")) legacy.present = true;
+    yield line;
+  }
 }
 
 function nftPart(spawn: SpawnCommand, program: string, family: Family, optional: boolean): Part {

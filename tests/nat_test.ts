@@ -293,3 +293,20 @@ Deno.test("spaceNatReads() reads a fast source on every cycle", async () => {
   }
   assert.equal(reads, 5);
 });
+
+Deno.test("createNatReader() warns once when the node also has legacy iptables rules it cannot read", async () => {
+  const legacyWarning =
+    "# Warning: iptables-legacy tables present, use iptables-legacy-save to see them\n";
+  const { nat, log } = reader("iptables", {
+    [IPTABLES]: { stdout: legacyWarning + IPT_V4 },
+    [IP6TABLES]: { stdout: IPT_V6 },
+  });
+  const first = await nat.read();
+  await nat.read();
+  // The rules iptables-nft did print still count.
+  assert.equal(first?.translates(ONLY_IPTABLES_V4), true);
+  const warnings = log.records.filter((r) => r.level === "warn");
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!.message, /legacy iptables rules, which the nat rule does not read/);
+  assert.equal(warnings[0]!.properties?.command, IPTABLES);
+});
