@@ -243,8 +243,12 @@ function parseDuration(raw: RawValue, minimumMs: number, what: string): number {
     throw invalid(raw, what);
   }
   if (ms < minimumMs) throw invalid(raw, what);
+  // Timers cannot wait longer (setTimeout fires at once past 2^31 - 1 ms): about 24 days.
+  if (ms > MAX_DURATION_MS) throw invalid(raw, what, "at most 596h");
   return ms;
 }
+
+const MAX_DURATION_MS = 2 ** 31 - 1;
 
 function parseCount(raw: RawValue): number {
   const n = /^[0-9]+$/.test(raw.text) ? Number(raw.text) : NaN;

@@ -57,6 +57,12 @@ export interface DumpOptions {
   readonly accept?: (flow: Flow) => boolean;
   /** Aborting kills conntrack and yields a failed dump. */
   readonly signal?: AbortSignal;
+  /**
+   * A listing still running after this many ms is killed and counts as failed, so that a hung
+   * conntrack costs one cycle, not the loop. A 1M-entry table lists in about a second.
+   * @default {300000}
+   */
+  readonly timeoutMs?: number;
 }
 
 /**
@@ -64,11 +70,12 @@ export interface DumpOptions {
  * held whole: only the candidates are kept.
  */
 export async function dumpCandidates(spawn: SpawnCommand, options: DumpOptions): Promise<Dump> {
+  const timeoutMs = options.timeoutMs ?? 300_000;
+  const limit = AbortSignal.timeout(timeoutMs);
+  const signal = options.signal ? AbortSignal.any([options.signal, limit]) : limit;
   let child;
   try {
-    child = spawn(options.conntrack, [...LIST_ARGS, ...(options.extraArgs ?? [])], {
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
+    child = spawn(options.conntrack, [...LIST_ARGS, ...(options.extraArgs ?? [])], { signal });
   } catch (error) {
     return { kind: "failed", reason: error instanceof Error ? error.message : String(error) };
   }
@@ -99,6 +106,12 @@ export async function dumpCandidates(spawn: SpawnCommand, options: DumpOptions):
   }
   const status = await child.status;
   if (options.signal?.aborted) return { kind: "failed", reason: "aborted" };
+  if (limit.aborted) {
+    return {
+      kind: "failed",
+      reason: `conntrack -L did not finish within ${timeoutMs / 1000} s; killed`,
+    };
+  }
   if (status.code !== 0) {
     return {
       kind: "failed",

@@ -69,6 +69,11 @@ export interface NatReaderOptions {
     readonly ip6tablesSave?: string;
     readonly nft?: string;
   };
+  /**
+   * How long one source may take before it is killed and counted as failed, in ms.
+   * @default {60000}
+   */
+  readonly timeoutMs?: number;
 }
 
 /**
@@ -188,6 +193,7 @@ interface Part {
 export function createNatReader(options: NatReaderOptions): NatReader {
   const { spawn, logger, source } = options;
   const parts = partsFor(source, spawn, options.programs ?? {});
+  const timeoutMs = options.timeoutMs ?? 60_000;
   const states = new Map<string, PartOutcome["kind"]>();
   const caveats = new Set<string>();
   let available: boolean | undefined;
@@ -195,7 +201,7 @@ export function createNatReader(options: NatReaderOptions): NatReader {
   return {
     async read(signal) {
       if (parts.length === 0) return undefined;
-      const outcomes = await Promise.all(parts.map((p) => p.read(signal)));
+      const outcomes = await Promise.all(parts.map((p) => readWithin(p, signal, timeoutMs)));
       // A killed dumper looks like a failure; on shutdown there is nothing to report.
       if (signal?.aborted) return undefined;
       const destinations: NatDestination[] = [];
@@ -229,6 +235,23 @@ export function createNatReader(options: NatReaderOptions): NatReader {
       return view;
     },
   };
+}
+
+/**
+ * Reads one source, killing it after `ms`: a hung `iptables-save` or `nft` must cost one failed
+ * read, not every later cycle of the loop.
+ */
+async function readWithin(
+  part: Part,
+  signal: AbortSignal | undefined,
+  ms: number,
+): Promise<PartOutcome> {
+  const limit = AbortSignal.timeout(ms);
+  const outcome = await part.read(signal ? AbortSignal.any([signal, limit]) : limit);
+  if (limit.aborted && !signal?.aborted) {
+    return { kind: "failed", reason: `did not finish within ${ms / 1000} s; killed` };
+  }
+  return outcome;
 }
 
 function logChange(

@@ -200,6 +200,9 @@ interface Seen {
   readonly zone: number;
 }
 
+/** How long a deletion batch may hold the event loop before it yields, in ms. */
+const YIELD_EVERY_MS = 20;
+
 class NetlinkDeleter implements Deleter, Disposable {
   readonly name = "netlink";
   readonly #library: Deno.DynamicLibrary<typeof SYMBOLS>;
@@ -233,11 +236,18 @@ class NetlinkDeleter implements Deleter, Disposable {
     this.#nfct.nfct_callback_register(handle, NFCT_T_ALL, this.#callback.pointer, null);
   }
 
-  delete(flows: readonly Flow[], signal?: AbortSignal): Promise<DeleteOutcome> {
+  async delete(flows: readonly Flow[], signal?: AbortSignal): Promise<DeleteOutcome> {
     const deleted: Flow[] = [];
     const gone: Flow[] = [];
     const failed: DeleteFailure[] = [];
+    let yieldedAt = performance.now();
     for (const flow of flows) {
+      // Each request is synchronous FFI: hand the event loop back now and then, so that SIGTERM
+      // and the probes are served during a batch of tens of thousands of flows.
+      if (performance.now() - yieldedAt > YIELD_EVERY_MS) {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        yieldedAt = performance.now();
+      }
       if (this.#closed) {
         failed.push({ flow, reason: "Cannot delete as the netlink deleter is closed" });
         continue;
@@ -251,7 +261,7 @@ class NetlinkDeleter implements Deleter, Disposable {
       else if (result === "gone") gone.push(flow);
       else failed.push({ flow, reason: result.reason });
     }
-    return Promise.resolve({ deleted, gone, failed });
+    return { deleted, gone, failed };
   }
 
   [Symbol.dispose](): void {

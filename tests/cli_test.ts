@@ -341,3 +341,12 @@ Deno.test("OPTIONS names each flag and environment variable once", () => {
     assert.match(option.env, /^[A-Z][A-Z_]+$/);
   }
 });
+
+Deno.test("parseInvocation() rejects a dump frequency longer than a timer can wait", () => {
+  assert.throws(
+    () => parseInvocation(["--dump-frequency", "1000h"], () => undefined, false),
+    /--dump-frequency.*"1000h" \(at most 596h\)/,
+  );
+  const ok = parseInvocation(["--dump-frequency", "596h"], () => undefined, false);
+  assert.equal(ok.kind === "run" && ok.config.dumpFrequencyMs, 596 * 3600_000);
+});

@@ -162,3 +162,26 @@ Deno.test("probeConntrack() returns the version of a working conntrack", async (
   const ct = new FakeConntrack(new FakeClock());
   assert.equal(await probeConntrack(ct.spawn, "conntrack"), "conntrack v1.4.7");
 });
+
+Deno.test("dumpCandidates() kills a listing that hangs and reports a failed dump", async () => {
+  const hanging: SpawnCommand = (_program, _args, options = {}) => {
+    let close = () => {};
+    const stdout = new ReadableStream<Uint8Array>({
+      start(controller) {
+        close = () => controller.close();
+      },
+    });
+    const status = new Promise<{ code: number; stderr: string }>((resolve) => {
+      options.signal?.addEventListener("abort", () => {
+        close();
+        resolve({ code: 143, stderr: "" });
+      });
+    });
+    return { stdout, status };
+  };
+  const dump = await dumpCandidates(hanging, { conntrack: "conntrack", timeoutMs: 50 });
+  assert.deepEqual(dump, {
+    kind: "failed",
+    reason: "conntrack -L did not finish within 0.05 s; killed",
+  });
+});

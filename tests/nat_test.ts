@@ -310,3 +310,32 @@ Deno.test("createNatReader() warns once when the node also has legacy iptables r
   assert.match(warnings[0]!.message, /legacy iptables rules, which the nat rule does not read/);
   assert.equal(warnings[0]!.properties?.command, IPTABLES);
 });
+
+Deno.test("createNatReader() kills a source that hangs and counts it as failed", async () => {
+  // A dumper that prints nothing and never exits until it is killed.
+  const hanging: SpawnCommand = (_program, _args, options = {}) => {
+    let close = () => {};
+    const stdout = new ReadableStream<Uint8Array>({
+      start(controller) {
+        close = () => controller.close();
+      },
+    });
+    const status = new Promise<{ code: number; stderr: string }>((resolve) => {
+      options.signal?.addEventListener("abort", () => {
+        close();
+        resolve({ code: 143, stderr: "" });
+      });
+    });
+    return { stdout, status };
+  };
+  const log = recordingLogger();
+  const nat = createNatReader({
+    source: "iptables",
+    spawn: hanging,
+    logger: log.logger,
+    timeoutMs: 50,
+  });
+  assert.equal(await nat.read(), undefined);
+  const failure = log.records.find((r) => r.message.startsWith("Cannot read NAT rules"));
+  assert.match(String(failure?.properties?.reason), /did not finish within 0.05 s; killed/);
+});
