@@ -44,17 +44,40 @@ export async function parseIptablesSave(
   lines: AsyncIterable<string> | Iterable<string>,
   family: Family,
 ): Promise<NatDestination[]> {
-  const found: NatDestination[] = [];
+  const found = new Map<string, NatDestination[]>();
+  const jumps = new Map<string, Set<string>>();
   let table: string | undefined;
   for await (const raw of lines) {
     const line = raw.trim();
     if (line.startsWith("*")) table = line.slice(1);
     else if (line === "COMMIT") table = undefined;
     else if (table === "nat" && line.startsWith("-A ")) {
-      found.push(...ruleDestinations(tokenizeRule(line), family));
+      const words = tokenizeRule(line);
+      const chain = words[1] ?? "";
+      const { target, destinations } = readRule(words, family);
+      if (target !== undefined) {
+        jumps.set(chain, (jumps.get(chain) ?? new Set()).add(target));
+      }
+      if (destinations.length > 0) found.set(chain, [...(found.get(chain) ?? []), ...destinations]);
     }
   }
-  return found;
+  // Only rules that packets arriving at the node traverse count: a DNAT in OUTPUT, or in a chain
+  // nothing jumps to, translates no client's SYN.
+  return [...reachableChains("PREROUTING", jumps)].flatMap((chain) => found.get(chain) ?? []);
+}
+
+function reachableChains(start: string, jumps: ReadonlyMap<string, ReadonlySet<string>>) {
+  const seen = new Set([start]);
+  const queue = [start];
+  for (let chain = queue.pop(); chain !== undefined; chain = queue.pop()) {
+    for (const next of jumps.get(chain) ?? []) {
+      if (!seen.has(next)) {
+        seen.add(next);
+        queue.push(next);
+      }
+    }
+  }
+  return seen;
 }
 
 /**
@@ -108,7 +131,10 @@ interface RuleMatch {
 // Options whose value is free text that could look like an option we read (`--comment --dport`).
 const SKIP_VALUE = new Set(["--comment", "--to-destination", "--to-source", "--to-ports"]);
 
-function ruleDestinations(words: readonly string[], family: Family): NatDestination[] {
+function readRule(
+  words: readonly string[],
+  family: Family,
+): { readonly target: string | undefined; readonly destinations: NatDestination[] } {
   const rule: RuleMatch = {
     protocol: undefined,
     destination: undefined,
@@ -147,6 +173,12 @@ function ruleDestinations(words: readonly string[], family: Family): NatDestinat
         // Source or destination port: not a statement about the destination alone.
         rule.inexact = true;
         break;
+      case "-m":
+      case "--match":
+        // Modules that only name the protocol or add a comment; any other (mark, statistic,
+        // addrtype, conntrack, ...) narrows which packets are translated.
+        if (!EXACT_MODULES.has(value ?? "")) rule.inexact = true;
+        break;
       case "-j":
       case "--jump":
       case "-g":
@@ -155,6 +187,8 @@ function ruleDestinations(words: readonly string[], family: Family): NatDestinat
         break;
       default:
         if (SKIP_VALUE.has(word)) i++;
+        // Any other option (-s, -i, --mark, --probability, ...) narrows the rule to some packets.
+        else if (word.startsWith("-") && !TARGET_FLAGS.has(word)) rule.inexact = true;
         negated = false;
         continue;
     }
@@ -162,8 +196,12 @@ function ruleDestinations(words: readonly string[], family: Family): NatDestinat
     negated = false;
     i++;
   }
-  return exactDestinations(rule, family);
+  return { target: rule.target, destinations: exactDestinations(rule, family) };
 }
+
+const EXACT_MODULES = new Set(["tcp", "multiport", "comment"]);
+// DNAT's options that take no value.
+const TARGET_FLAGS = new Set(["--random", "--persistent", "--random-fully"]);
 
 function exactDestinations(rule: RuleMatch, family: Family): NatDestination[] {
   if (rule.inexact) return [];

@@ -33,10 +33,10 @@ const CASES = [
       "kube-proxy LoadBalancer IP with source ranges (KUBE-FW-)": ["192.0.2.11", 443],
       "kube-proxy local-policy LoadBalancer IP (KUBE-SVL-)": ["192.0.2.12", 8443],
       "plain DNAT in PREROUTING": ["198.51.100.20", 8080],
-      "plain DNAT in OUTPUT, address without a mask": ["198.51.100.21", 25],
       "a single port in a multiport list": ["198.51.100.27", 8081],
     },
     notCounted: {
+      "a DNAT in OUTPUT only, which forwarded SYNs never traverse": ["198.51.100.21", 25],
       "an address inside a DNAT'd /24": ["198.51.100.5", 9000],
       "the network address of a DNAT'd /24": ["198.51.100.0", 9000],
       "an address DNAT'd on every port": ["198.51.100.22", 80],
@@ -63,10 +63,10 @@ const CASES = [
       "kube-proxy LoadBalancer IP with source ranges (KUBE-FW-)": ["2001:db8:100::11", 443],
       "kube-proxy local-policy LoadBalancer IP (KUBE-SVL-)": ["2001:db8:100::12", 8443],
       "plain DNAT in PREROUTING": ["2001:db8:51::20", 8080],
-      "plain DNAT in OUTPUT, address without a mask": ["2001:db8:51::21", 25],
       "a single port in a multiport list": ["2001:db8:51::27", 8081],
     },
     notCounted: {
+      "a DNAT in OUTPUT only, which forwarded SYNs never traverse": ["2001:db8:51::21", 25],
       "an address inside a DNAT'd /64": ["2001:db8:51::5", 9000],
       "the network address of a DNAT'd /64": ["2001:db8:51::", 9000],
       "an address DNAT'd on every port": ["2001:db8:51::22", 80],
@@ -164,4 +164,21 @@ Deno.test("tokenizeRule() undoes iptables-save's quoting", () => {
   const words = tokenizeRule(line);
   assert.equal(words[words.indexOf("--comment") + 1], 'default/local:http -> "quoted" endpoint');
   assert.equal(words.at(-1), "KUBE-SEP-WEBEP10000000000");
+});
+
+Deno.test("parseIptablesSave() does not count DNAT rules narrowed to some packets or never reached", async () => {
+  const dump = [
+    "*nat",
+    ":PREROUTING ACCEPT [0:0]",
+    ":ORPHAN - [0:0]",
+    "-A PREROUTING -s 203.0.113.0/24 -d 192.0.2.30/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 203.0.113.2:8080",
+    "-A PREROUTING -i eth1 -d 192.0.2.31/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 203.0.113.2:8080",
+    "-A PREROUTING -d 192.0.2.32/32 -p tcp -m mark --mark 0x1 -m tcp --dport 80 -j DNAT --to-destination 203.0.113.2:8080",
+    "-A PREROUTING -d 192.0.2.33/32 -p tcp -m statistic --mode random --probability 0.01 -m tcp --dport 80 -j DNAT --to-destination 203.0.113.2:8080",
+    "-A ORPHAN -d 192.0.2.34/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 203.0.113.2:8080",
+    '-A PREROUTING -d 192.0.2.35/32 -p tcp -m comment --comment "plain" -m tcp --dport 80 -j DNAT --to-destination 203.0.113.2:8080 --random',
+    "COMMIT",
+  ];
+  const found = await parseIptablesSave(dump, "ipv4");
+  assert.deepEqual(found.map((d) => `${d.address} ${d.port}`), ["192.0.2.35 80"]);
 });
