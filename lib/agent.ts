@@ -9,7 +9,7 @@
 import type { Clock } from "./clock.ts";
 import type { SpawnCommand } from "./command.ts";
 import { dumpCandidates } from "./conntrack.ts";
-import type { Deleter } from "./deleter.ts";
+import type { DeleteFailure, Deleter } from "./deleter.ts";
 import type { Candidate, Flow } from "./flow.ts";
 import { describeFlow, flowKey } from "./flow.ts";
 import type { Logger, LogProperties } from "./log.ts";
@@ -154,12 +154,7 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
     for (const flow of outcome.gone) {
       logger.debug("stale flow was gone before deletion", { flow: describeFlow(flow) });
     }
-    for (const failure of outcome.failed) {
-      logger.warn("could not delete stale flow", {
-        flow: describeFlow(failure.flow),
-        reason: failure.reason,
-      });
-    }
+    logFailures(outcome.failed, signal?.aborted === true, logger);
     tracker.forget([...outcome.deleted, ...outcome.gone].map(flowKey));
     return finish(
       {
@@ -220,6 +215,26 @@ function announceDryRun(
     logger.info("would delete stale flow (dry run)", logFields(a));
   }
   return next;
+}
+
+/** Failures logged one by one per cycle; the rest are counted in one line. */
+const FAILURES_LOGGED = 10;
+
+function logFailures(failed: readonly DeleteFailure[], stopping: boolean, logger: Logger): void {
+  if (failed.length === 0) return;
+  if (stopping) {
+    logger.info("stopping: stale flows left for the next start", { count: failed.length });
+    return;
+  }
+  for (const failure of failed.slice(0, FAILURES_LOGGED)) {
+    logger.warn("could not delete stale flow", {
+      flow: describeFlow(failure.flow),
+      reason: failure.reason,
+    });
+  }
+  if (failed.length > FAILURES_LOGGED) {
+    logger.warn("could not delete more stale flows", { count: failed.length - FAILURES_LOGGED });
+  }
 }
 
 function toRecord(a: Assessment): DeletionRecord {

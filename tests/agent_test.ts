@@ -211,3 +211,34 @@ Deno.test("agent logs once when cycles overrun the period, and once when they fi
   assert.equal(logger.messages("warn").length, 1);
   assert.ok(logger.messages("info").includes("cycles fit in the dump period again"));
 });
+
+Deno.test("agent logs ten failed deletions one by one and counts the rest in one line", async () => {
+  const clock = new FakeClock();
+  const ct = new FakeConntrack(clock);
+  const logger = new RecordingLogger();
+  for (let i = 0; i < 25; i++) ct.add(staleFlow(40000 + i));
+  const agent = createAgent({
+    spawn: ct.spawn,
+    clock,
+    logger,
+    deleter: {
+      name: "broken",
+      delete: (flows) =>
+        Promise.resolve({
+          deleted: [],
+          gone: [],
+          failed: flows.map((flow) => ({ flow, reason: "Operation not permitted" })),
+        }),
+    },
+  }, { ...ORIGINAL, unrepliedMaxAgeMs: 1000 });
+  await agent.cycle();
+  clock.advance(1500);
+  const { report } = await agent.cycle();
+  assert.equal(report.deleteFailures, 25);
+  assert.equal(
+    logger.messages("warn").filter((m) => m === "could not delete stale flow").length,
+    10,
+  );
+  const summary = logger.records.find((r) => r.message === "could not delete more stale flows");
+  assert.equal(summary?.properties.count, 15);
+});
