@@ -198,6 +198,8 @@ interface Seen {
   readonly status: number;
   readonly reply: Uint8Array;
   readonly zone: number;
+  readonly origZone: number | undefined;
+  readonly replyZone: number | undefined;
 }
 
 /** How long a deletion batch may hold the event loop before it yields, in ms. */
@@ -292,7 +294,10 @@ class NetlinkDeleter implements Deleter, Disposable {
         return "gone";
       }
       // Same original tuple but another reply tuple (NATed since) or zone: not our flow.
-      if (!sameBytes(seen.reply, encoded.reply) || seen.zone !== flow.zone) return "gone";
+      if (
+        !sameBytes(seen.reply, encoded.reply) || seen.zone !== flow.zone ||
+        seen.origZone !== flow.origZone || seen.replyZone !== flow.replyZone
+      ) return "gone";
       if (this.#nfct.nfct_query(this.#handle, NFCT_Q_DESTROY, ct) !== 0) {
         const code = this.#errno.read();
         return code === ENOENT ? "gone" : { reason: `Cannot delete flow: ${errnoName(code)}` };
@@ -340,6 +345,8 @@ class NetlinkDeleter implements Deleter, Disposable {
       status: isSet(ATTR.STATUS) ? n.nfct_get_attr_u32(ct, ATTR.STATUS) : 0,
       reply,
       zone: isSet(ATTR.ZONE) ? n.nfct_get_attr_u16(ct, ATTR.ZONE) : 0,
+      origZone: isSet(ATTR.ORIG_ZONE) ? n.nfct_get_attr_u16(ct, ATTR.ORIG_ZONE) : undefined,
+      replyZone: isSet(ATTR.REPL_ZONE) ? n.nfct_get_attr_u16(ct, ATTR.REPL_ZONE) : undefined,
     };
   }
 }
