@@ -9,7 +9,7 @@ import {
   LIST_ARGS,
   probeConntrack,
 } from "../lib/conntrack.ts";
-import { FakeClock, FakeConntrack, staleFlow } from "./fakes.ts";
+import { FakeClock, FakeConntrack, hangingSpawn, staleFlow } from "./fakes.ts";
 
 Deno.test("deleteLine() names protocol, both tuples, the zone and the state guard", () => {
   const cases = [
@@ -164,22 +164,7 @@ Deno.test("probeConntrack() returns the version of a working conntrack", async (
 });
 
 Deno.test("dumpCandidates() kills a listing that hangs and reports a failed dump", async () => {
-  const hanging: SpawnCommand = (_program, _args, options = {}) => {
-    let close = () => {};
-    const stdout = new ReadableStream<Uint8Array>({
-      start(controller) {
-        close = () => controller.close();
-      },
-    });
-    const status = new Promise<{ code: number; stderr: string }>((resolve) => {
-      options.signal?.addEventListener("abort", () => {
-        close();
-        resolve({ code: 143, stderr: "" });
-      });
-    });
-    return { stdout, status };
-  };
-  const dump = await dumpCandidates(hanging, { conntrack: "conntrack", timeoutMs: 50 });
+  const dump = await dumpCandidates(hangingSpawn, { conntrack: "conntrack", timeoutMs: 50 });
   assert.deepEqual(dump, {
     kind: "failed",
     reason: "conntrack -L did not finish within 0.05 s; killed",

@@ -224,3 +224,20 @@ export function staleFlow(
     zone: options.zone ?? 0,
   };
 }
+
+/** A program that prints nothing and never exits until its signal aborts it (then: code 143). */
+export const hangingSpawn: SpawnCommand = (_program, _args, options = {}) => {
+  let close = () => {};
+  const stdout = new ReadableStream<Uint8Array>({
+    start(controller) {
+      close = () => controller.close();
+    },
+  });
+  const status = new Promise<{ code: number; stderr: string }>((resolve) => {
+    options.signal?.addEventListener("abort", () => {
+      close();
+      resolve({ code: 143, stderr: "" });
+    });
+  });
+  return { stdout, status };
+};

@@ -6,7 +6,7 @@ import type { Family } from "../lib/flow.ts";
 import type { Logger, LogProperties } from "../lib/log.ts";
 import type { NatReader } from "../lib/nat.ts";
 import { createNatReader, createNatView, spaceNatReads } from "../lib/nat.ts";
-import { FakeClock } from "./fakes.ts";
+import { FakeClock, hangingSpawn } from "./fakes.ts";
 
 const fixture = (name: string) =>
   Deno.readTextFileSync(new URL(`./fixtures/${name}`, import.meta.url));
@@ -312,26 +312,10 @@ Deno.test("createNatReader() warns once when the node also has legacy iptables r
 });
 
 Deno.test("createNatReader() kills a source that hangs and counts it as failed", async () => {
-  // A dumper that prints nothing and never exits until it is killed.
-  const hanging: SpawnCommand = (_program, _args, options = {}) => {
-    let close = () => {};
-    const stdout = new ReadableStream<Uint8Array>({
-      start(controller) {
-        close = () => controller.close();
-      },
-    });
-    const status = new Promise<{ code: number; stderr: string }>((resolve) => {
-      options.signal?.addEventListener("abort", () => {
-        close();
-        resolve({ code: 143, stderr: "" });
-      });
-    });
-    return { stdout, status };
-  };
   const log = recordingLogger();
   const nat = createNatReader({
     source: "iptables",
-    spawn: hanging,
+    spawn: hangingSpawn,
     logger: log.logger,
     timeoutMs: 50,
   });
