@@ -9,8 +9,12 @@ import { BackendUnavailableError, selectDeleter } from "./lib/backend.ts";
 import { ConfigError, parseInvocation } from "./lib/cli.ts";
 import { systemClock } from "./lib/clock.ts";
 import type { Config } from "./lib/config.ts";
-import { ConntrackUnusableError, createCliDeleter, probeConntrack } from "./lib/conntrack.ts";
-import { runToEnd } from "./lib/command.ts";
+import {
+  ConntrackUnusableError,
+  conntrackVersion,
+  createCliDeleter,
+  probeConntrack,
+} from "./lib/conntrack.ts";
 import { makeTargetFilter } from "./lib/filter.ts";
 import { createHealth } from "./lib/health.ts";
 import { createLogger } from "./lib/logging.ts";
@@ -149,17 +153,12 @@ async function printVersions(): Promise<number> {
   const bin = Deno.env.get("CONNTRACK_BIN") || "conntrack";
   let conntrack: string;
   try {
-    conntrack = await probeConntrackVersion(bin);
+    conntrack = await conntrackVersion(denoSpawn, bin);
   } catch (error) {
     conntrack = `unavailable (${error instanceof Error ? error.message : String(error)})`;
   }
   console.log(`${NAME} ${VERSION}\ndeno ${Deno.version.deno}\nconntrack ${conntrack}`);
   return 0;
-}
-
-async function probeConntrackVersion(bin: string): Promise<string> {
-  const out = await runToEnd(denoSpawn, bin, ["--version"]);
-  return (out.stdout + out.stderr).match(/v(\d\S*)/)?.[1] ?? "unknown";
 }
 
 function fail(message: string, code: number): number {

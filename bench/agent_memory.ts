@@ -12,18 +12,10 @@
  * @module
  */
 import { denoSpawn } from "../lib/process.ts";
-import { start, startTaskFlags, usage } from "./cycle.ts";
+import { option, start, startTaskFlags, usage } from "./cycle.ts";
 import { createNetns, fillTable } from "./fill_table.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
-function option(args: string[], name: string, fallback: number): number {
-  const at = args.indexOf(name);
-  if (at < 0) return fallback;
-  const value = Number(args[at + 1]);
-  args.splice(at, 2);
-  return value;
-}
 
 /** The agent's command line with `v8Flags` added (none when empty). */
 function agentCommand(v8Flags: string): string[] {

@@ -182,7 +182,8 @@ export async function measure(
   };
 }
 
-function option(args: string[], name: string, fallback: number): number {
+/** Removes `name VALUE` from `args` and returns the value as a number, or `fallback`. */
+export function option(args: string[], name: string, fallback: number): number {
   const at = args.indexOf(name);
   if (at < 0) return fallback;
   const value = Number(args[at + 1]);

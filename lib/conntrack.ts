@@ -194,18 +194,29 @@ export class ConntrackUnusableError extends Error {
 }
 
 /**
- * Checks at start that conntrack runs and may read the table: `conntrack --version`, then one
- * listing of an empty selection. Returns the version line; throws {@link ConntrackUnusableError}
- * naming `--conntrack` / `CONNTRACK_BIN` or the missing capability.
+ * Runs `conntrack --version` and returns the version number, e.g. `1.4.7`; throws
+ * {@link ConntrackUnusableError} naming `--conntrack` / `CONNTRACK_BIN` when the program is
+ * missing or is not conntrack-tools' conntrack.
  */
-export async function probeConntrack(spawn: SpawnCommand, conntrack: string): Promise<string> {
-  const version = await run(spawn, conntrack, ["--version"]);
-  if (version.code !== 0 || !/conntrack v\S+/.test(version.stdout + version.stderr)) {
+export async function conntrackVersion(spawn: SpawnCommand, conntrack: string): Promise<string> {
+  const out = await run(spawn, conntrack, ["--version"]);
+  const found = (out.stdout + out.stderr).match(/conntrack v(\S+)/)?.[1];
+  if (out.code !== 0 || found === undefined) {
     throw new ConntrackUnusableError(
       `Cannot use ${conntrack} as conntrack (--conntrack / CONNTRACK_BIN): ` +
-        `"--version" exited ${version.code}: ${lastLine(version.stderr || version.stdout)}`,
+        `"--version" exited ${out.code}: ${lastLine(out.stderr || out.stdout)}`,
     );
   }
+  return found;
+}
+
+/**
+ * Checks at start that conntrack runs and may read the table: {@link conntrackVersion}, then one
+ * listing of an empty selection. Returns `conntrack v<version>`; throws
+ * {@link ConntrackUnusableError} naming `--conntrack` / `CONNTRACK_BIN` or the missing capability.
+ */
+export async function probeConntrack(spawn: SpawnCommand, conntrack: string): Promise<string> {
+  const version = await conntrackVersion(spawn, conntrack);
   // The agent's own kernel-filtered listing, narrowed to port 0 so that it prints nothing: as
   // cheap as a cycle, and it fails exactly when the agent could not read the table.
   const probe = await run(spawn, conntrack, ["-L", "-p", "tcp", "-u", "UNREPLIED", "--dport", "0"]);
@@ -218,7 +229,7 @@ export async function probeConntrack(spawn: SpawnCommand, conntrack: string): Pr
       `Cannot read the conntrack table with ${conntrack}: ${message}${hint}`,
     );
   }
-  return (version.stdout + version.stderr).match(/conntrack v\S+/)?.[0] ?? "conntrack";
+  return `conntrack v${version}`;
 }
 
 async function run(spawn: SpawnCommand, program: string, args: readonly string[]) {
