@@ -121,6 +121,7 @@ async function main(): Promise<number> {
     conntrack: conntrackVersion,
     backend: deleter.name,
     dump_frequency_ms: config.dumpFrequencyMs,
+    busy_limit: config.busyLimit,
     renewal_threshold: config.renewalThreshold,
     unreplied_max_age_ms: config.unrepliedMaxAgeMs,
     nat_source: config.natSource,
@@ -142,6 +143,7 @@ function agentOptions(config: Config) {
   return {
     conntrack: config.conntrackBin,
     periodMs: config.dumpFrequencyMs,
+    busyLimit: config.busyLimit,
     renewalThreshold: config.renewalThreshold,
     unrepliedMaxAgeMs: config.unrepliedMaxAgeMs,
     dryRun: config.dryRun,

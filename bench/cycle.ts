@@ -2,19 +2,22 @@
  * What the agent costs on a filled table, against the bare listing it relies on and against the
  * original Go agent's pipeline, each run alone in the same namespace over the same window:
  *
- * - `agent`: `main.ts` with the `start` task's permissions, `--metrics-address "" --log-format
- *   json`, in dry run with no rule able to fire (`--unreplied-max-age 0 --nat-source off`), so the
- *   table stays the same for all three and what is measured is the steady state: list, parse,
- *   track.
- * - `bare`: `conntrack -L -p tcp -u UNREPLIED` (the agent's listing), then a pause of one period.
+ * - `agent`: `main.ts` with the `start` task's permissions, metrics on a local port (to count its
+ *   listings), `--log-format json`, in dry run with no rule able to fire (`--unreplied-max-age 0
+ *   --nat-source off`), so the table stays the same for all and what is measured is the steady
+ *   state: list, parse, track, pace.
+ * - `bare`: `conntrack -L -p tcp -u UNREPLIED -o id` (the agent's listing), then one period.
+ * - `barePaced`: the same listing, paced as the agent paces itself under `--busy-limit`: the
+ *   same cadence, so that the window's CPU compares like with like. CPU per listing is reported
+ *   for every subject too.
  * - `original`: `conntrack -L -p tcp | grep UNREPLIED`, then a pause of one period.
  *
  * CPU is user+system time of the process and all its children (reaped children through
  * `cutime`/`cstime`, running ones from their own `/proc/<pid>/stat`), counted after a warm-up;
  * memory is the agent's `VmHWM` (peak) and `VmRSS`.
  *
- * CLI: `deno run -A bench/cycle.ts [--window S] [--period MS] [--soak S] ENTRIES...`
- * (default window 30 s, period 1000 ms, sizes 100000 1000000). `--soak S` instead runs only the
+ * CLI: `deno run -A bench/cycle.ts [--window S] [--period MS] [--busy-limit F] [--soak S]
+ * ENTRIES...` (default window 30 s, period 1000 ms, busy limit 0.25, sizes 100000 1000000). `--soak S` instead runs only the
  * agent for S seconds on the first size and prints its RSS every 30 s. Needs root.
  *
  * @module
@@ -85,6 +88,8 @@ export function usage(pid: number): Usage {
 /** A started subject: its pid (read from the wrapper shell) and the process. */
 export interface Subject extends AsyncDisposable {
   readonly pid: number;
+  /** Lines the subject has printed so far (the shell loops print one per listing). */
+  readonly printed: () => number;
 }
 
 /** Starts `command` in `netns`, its output discarded; disposing of it stops it. */
@@ -106,11 +111,15 @@ export async function start(netns: string, command: readonly string[]): Promise<
   }
   const pid = Number(first.split("\n")[0]);
   // Drain the rest (the agent's JSON log) so the subject never blocks on a full pipe.
+  let printed = first.split("\n").length - 2;
   const drained = (async () => {
-    while (!(await reader.read()).done) { /* discard */ }
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+      printed += chunk.value.split("\n").length - 1;
+    }
   })();
   return {
     pid,
+    printed: () => printed,
     [Symbol.asyncDispose]: async () => {
       controller.abort();
       await child.status;
@@ -131,14 +140,19 @@ export function startTaskFlags(): string[] {
   return words.filter((w) => w.startsWith("--"));
 }
 
-function agentCommand(periodMs: number): string[] {
+/** Where the measured agent serves its metrics inside the namespace, to count its listings. */
+const AGENT_METRICS = "127.0.0.1:19469";
+
+function agentCommand(periodMs: number, busyLimit: string): string[] {
   return [
     Deno.execPath(),
     "run",
     ...startTaskFlags(),
     MAIN,
     "--metrics-address",
-    "",
+    AGENT_METRICS,
+    "--busy-limit",
+    busyLimit,
     "--log-format",
     "json",
     "--dump-frequency",
@@ -151,17 +165,70 @@ function agentCommand(periodMs: number): string[] {
   ];
 }
 
+/** `body` then a pause of one period, forever, printing one line per round. */
 function loopCommand(body: string, periodMs: number): string[] {
-  return ["sh", "-c", `while :; do ${body}; sleep ${periodMs / 1000}; done`];
+  return ["sh", "-c", `while :; do ${body}; echo; sleep ${periodMs / 1000}; done`];
 }
 
-/** The three subjects compared. */
-export function subjects(periodMs: number): Readonly<Record<string, readonly string[]>> {
+/**
+ * `body`, then the pause the agent would take after it under `busyLimit` (the longer of the
+ * period and the body's time × (1 − limit) / limit, as `lib/pacing.ts` computes it), forever,
+ * printing one line per round. The clock readings cost a few `date` processes per round.
+ */
+function pacedLoopCommand(body: string, periodMs: number, busyLimit: number): string[] {
+  const factor = Math.round((1 - busyLimit) / busyLimit * 1000);
+  return [
+    "sh",
+    "-c",
+    [
+      "while :; do",
+      `s=$(date +%s%N); ${body}; e=$(date +%s%N);`,
+      `p=$(( (e - s) / 1000000 * ${factor} / 1000 )); [ "$p" -lt ${periodMs} ] && p=${periodMs};`,
+      `echo; sleep "$((p / 1000)).$(printf %03d $((p % 1000)))";`,
+      "done",
+    ].join(" "),
+  ];
+}
+
+/** The agent's listing, as the bare subjects run it. */
+const BARE_LISTING = "conntrack -L -p tcp -u UNREPLIED -o id >/dev/null 2>&1";
+
+/**
+ * The subjects compared: the original pipeline every period; the bare listing every period and
+ * paced as the agent paces itself; and the agent.
+ */
+export function subjects(
+  periodMs: number,
+  busyLimit: number,
+): Readonly<Record<string, readonly string[]>> {
   return {
     original: loopCommand("conntrack -L -p tcp 2>/dev/null | grep UNREPLIED >/dev/null", periodMs),
-    bare: loopCommand("conntrack -L -p tcp -u UNREPLIED >/dev/null 2>&1", periodMs),
-    agent: agentCommand(periodMs),
+    bare: loopCommand(BARE_LISTING, periodMs),
+    barePaced: pacedLoopCommand(BARE_LISTING, periodMs, busyLimit),
+    agent: agentCommand(periodMs, `${busyLimit * 100}%`),
   };
+}
+
+/** Listings the agent in `netns` has made so far, from its `/metrics`. */
+async function agentListings(netns: string): Promise<number> {
+  const [host, port] = AGENT_METRICS.split(":");
+  const script = `exec 3<>/dev/tcp/${host}/${port}; ` +
+    `printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3`;
+  const child = denoSpawn("ip", ["netns", "exec", netns, "bash", "-c", script]);
+  let text = "";
+  for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) text += chunk;
+  await child.status;
+  return Number(text.match(/^conntrack_cleaner_dumps_total (\d+)/m)?.[1] ?? NaN);
+}
+
+/** What one subject cost over the window. */
+export interface Measured extends Usage {
+  /** RSS at the start of the window, kB. */
+  readonly peakRssStartKb: number;
+  /** Listings (rounds) in the window. */
+  readonly listings: number;
+  /** CPU seconds per listing. */
+  readonly cpuPerListing: number;
 }
 
 /** Runs one subject and returns its usage over `windowMs` after the warm-up. */
@@ -169,16 +236,23 @@ export async function measure(
   netns: string,
   command: readonly string[],
   windowMs: number,
-): Promise<Usage & { readonly peakRssStartKb: number }> {
+  listings?: () => Promise<number>,
+): Promise<Measured> {
   await using subject = await start(netns, command);
+  const count = listings ?? (() => Promise.resolve(subject.printed()));
   await new Promise((r) => setTimeout(r, WARM_UP_MS));
   const before = usage(subject.pid);
+  const listedBefore = await count();
   await new Promise((r) => setTimeout(r, windowMs));
   const after = usage(subject.pid);
+  const listed = (await count()) - listedBefore;
+  const cpuSeconds = after.cpuSeconds - before.cpuSeconds;
   return {
     ...after,
-    cpuSeconds: after.cpuSeconds - before.cpuSeconds,
+    cpuSeconds,
     peakRssStartKb: before.rssKb,
+    listings: listed,
+    cpuPerListing: cpuSeconds / listed,
   };
 }
 
@@ -196,12 +270,13 @@ if (import.meta.main) {
   const windowS = option(args, "--window", 30);
   const periodMs = option(args, "--period", 1000);
   const soakS = option(args, "--soak", 0);
+  const busyLimit = option(args, "--busy-limit", 0.25);
   const sizes = args.length > 0 ? args.map(Number) : [100_000, 1_000_000];
   for (const entries of sizes) {
     await using ns = await createNetns(denoSpawn, "bench-cycle");
     const fill = await fillTable(denoSpawn, ns.name, { entries });
     if (soakS > 0) {
-      await using agent = await start(ns.name, agentCommand(periodMs));
+      await using agent = await start(ns.name, agentCommand(periodMs, `${busyLimit * 100}%`));
       const t0 = performance.now();
       for (let t = 0; t <= soakS; t += 30) {
         await new Promise((r) => setTimeout(r, Math.max(0, t0 + t * 1000 - performance.now())));
@@ -209,18 +284,23 @@ if (import.meta.main) {
       }
       break;
     }
-    const results: Record<string, Usage> = {};
-    for (const [name, command] of Object.entries(subjects(periodMs))) {
-      results[name] = await measure(ns.name, command, windowS * 1000);
+    const results: Record<string, Measured> = {};
+    for (const [name, command] of Object.entries(subjects(periodMs, busyLimit))) {
+      const listings = name === "agent" ? () => agentListings(ns.name) : undefined;
+      results[name] = await measure(ns.name, command, windowS * 1000, listings);
     }
     const cpu = (name: string) => results[name]?.cpuSeconds ?? NaN;
+    const perListing = (name: string) => results[name]?.cpuPerListing ?? NaN;
     console.log(JSON.stringify({
       entries: fill.count,
       windowS,
       periodMs,
+      busyLimit,
       results,
       agentVsOriginal: cpu("agent") / cpu("original"),
       agentVsBare: cpu("agent") / cpu("bare"),
+      agentVsBarePaced: cpu("agent") / cpu("barePaced"),
+      agentVsBarePerListing: perListing("agent") / perListing("barePaced"),
     }));
   }
 }

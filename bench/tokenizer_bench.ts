@@ -12,6 +12,7 @@
  */
 import process from "node:process";
 import { splitLineBatches, splitLines } from "../lib/lines.ts";
+import { LineMemo } from "../lib/memo.ts";
 import { tokenizeLine } from "../lib/tokenizer.ts";
 
 /** A small deterministic generator (mulberry32), so that every run sees the same input. */
@@ -142,6 +143,31 @@ for (const n of SIZES) {
   );
 }
 
+// What the agent does in steady state: the memo (lib/memo.ts) reads a line it saw in the previous
+// listing with a lookup instead of a parse. Two listings alternate, the second with every timer one
+// second lower, so that every round reads new timers.
+for (const n of SIZES) {
+  const first = inputs.get(n) ?? [];
+  const second = first.map((line) =>
+    line.replace(/^(tcp +6 )(\d+)/, (_, head, t) => `${head}${Number(t) - 1}`)
+  )
+    .join("\n").split("\n");
+  const memo = new LineMemo();
+  const listings = [first, second];
+  let round = 0;
+  const listOnce = () => {
+    memo.begin();
+    for (const line of listings[round++ % 2]!) memo.read(line);
+    memo.end();
+  };
+  listOnce();
+  await report("LineMemo.read, steady listing", n, listOnce);
+  Deno.bench(
+    { name: `LineMemo.read x ${n} lines, steady`, group: "memo", n: n < 1e6 ? 20 : 3, warmup: 2 },
+    listOnce,
+  );
+}
+
 // The mix this bench used before, so that figures stay comparable with earlier ones.
 const legacy = generateLines(100_000, 100_000, LEGACY).join("\n").split("\n");
 await report("tokenizeLine, legacy mix", legacy.length, () => tokenizeAll(legacy));
@@ -153,7 +179,7 @@ if (split !== million.length) throw new Error(`split ${split} lines, expected ${
 await report("splitLines", million.length, () => splitAll(chunks));
 await report("splitLines + tokenizeLine", million.length, () => splitAndTokenize(chunks));
 await report(
-  "splitLineBatches + tokenizeLine (as dumpCandidates)",
+  "splitLineBatches + tokenizeLine (as listCandidates)",
   million.length,
   () => splitBatchesAndTokenize(chunks),
 );

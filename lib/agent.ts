@@ -8,9 +8,11 @@
  */
 import type { Clock } from "./clock.ts";
 import type { SpawnCommand } from "./command.ts";
-import { dumpCandidates } from "./conntrack.ts";
+import { listCandidates } from "./conntrack.ts";
+import { LineMemo } from "./memo.ts";
+import { pauseAfter } from "./pacing.ts";
 import type { DeleteFailure, Deleter } from "./deleter.ts";
-import type { Candidate, Flow } from "./flow.ts";
+import type { Flow } from "./flow.ts";
 import { describeFlow, flowKey } from "./flow.ts";
 import type { Logger, LogProperties } from "./log.ts";
 import type { NatReader } from "./nat.ts";
@@ -41,6 +43,12 @@ export interface AgentOptions {
   readonly conntrack: string;
   /** Pause after each cycle, in milliseconds. */
   readonly periodMs: number;
+  /**
+   * Share of the time, in `(0, 1]`, that cycles may take: a slower cycle stretches the pause
+   * after it (see {@link pauseAfter}); 1 keeps the pause at the period.
+   * @default {1}
+   */
+  readonly busyLimit?: number;
   /** Renewals tolerated before the `renewal` rule deletes. */
   readonly renewalThreshold: number;
   /** Unreplied age at which the `age` rule deletes; 0 turns it off. */
@@ -55,7 +63,10 @@ export interface AgentOptions {
 export interface CycleResult {
   /** The cycle's report, as the observer received it. */
   readonly report: CycleReport;
-  /** Every candidate with its verdict (empty when the dump failed). */
+  /**
+   * With `execute` false (`scan`), every candidate with its verdict; otherwise only the condemned
+   * ones, so that a large table's verdicts are not all kept. Empty when the dump failed.
+   */
   readonly assessments: readonly Assessment[];
 }
 
@@ -66,7 +77,10 @@ export interface CycleResult {
 export interface Agent {
   /** Lists, assesses and (unless `execute` is false or dry run) deletes, once. */
   cycle(signal?: AbortSignal, execute?: boolean): Promise<CycleResult>;
-  /** Runs cycles until `signal` aborts, waiting one full period after each. Never rejects. */
+  /**
+   * Runs cycles until `signal` aborts, pausing after each for the period, or longer when the
+   * busy limit stretches it. Never rejects.
+   */
   run(signal: AbortSignal): Promise<void>;
 }
 
@@ -85,28 +99,58 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
     renewalThreshold: options.renewalThreshold,
     unrepliedMaxAgeMs: options.unrepliedMaxAgeMs,
   });
+  const memo = new LineMemo();
   // Dry run announces each flow once, not on every cycle it stays condemned.
   let announced = new Set<string>();
   let overrunning = false;
+  let stretching = false;
   const { clock, logger } = deps;
 
   async function cycle(signal?: AbortSignal, execute = true): Promise<CycleResult> {
     const wallStart = clock.wall();
     const start = clock.monotonic();
-    const dump = await dumpCandidates(deps.spawn, {
+    // Candidates are judged as they are read, so that a large listing's candidates die young
+    // instead of all living until it ends; only what the caller needs is kept.
+    const kept: Assessment[] = [];
+    let candidates = 0;
+    let natMs = 0;
+    let translates: ((flow: Flow) => boolean) | undefined;
+    let natRead = false;
+    tracker.begin(start);
+    const dump = await listCandidates(deps.spawn, {
       conntrack: options.conntrack,
+      memo,
+      onBatch: async (batch) => {
+        if (!natRead && deps.nat) {
+          // Read only in cycles that have candidates; its time is not the listing's.
+          natRead = true;
+          const before = clock.monotonic();
+          const view = await deps.nat.read(signal);
+          natMs = clock.monotonic() - before;
+          if (view) translates = (flow) => view.translates(flow);
+        }
+        const readAt = clock.monotonic();
+        for (const candidate of batch) {
+          const assessment = tracker.see(candidate, readAt, translates);
+          if (assessment === undefined) continue;
+          candidates++;
+          if (!execute || assessment.verdict.kind === "delete") kept.push(assessment);
+        }
+      },
       ...(options.accept ? { accept: options.accept } : {}),
       ...(signal ? { signal } : {}),
     });
-    const end = clock.monotonic();
-    const dumpSeconds = (end - start) / 1000;
+    const dumpSeconds = Math.max(0, clock.monotonic() - start - natMs) / 1000;
     const base = { wallStart, dumpSeconds, dryRun: options.dryRun, deleteFailures: 0 };
     if (dump.kind === "failed") {
       if (!signal?.aborted) {
         logger.warn("conntrack listing failed; retrying next period", { reason: dump.reason });
       }
+      // What a partial listing showed was read correctly and stays tracked; nothing is forgotten
+      // or deleted on its account.
       return finish({ ...base, dump, tracked: tracker.size, deletions: [] }, [], start);
     }
+    tracker.finish();
     if (dump.unparsable) {
       logger.warn("skipped conntrack lines that could not be parsed", {
         count: dump.unparsable.count,
@@ -114,17 +158,12 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
         reason: dump.unparsable.firstReason,
       });
     }
-    const view = dump.candidates.length > 0 && deps.nat ? await deps.nat.read(signal) : undefined;
-    const assessments = tracker.assess(
-      dump.candidates,
-      { start, end },
-      view ? (flow) => view.translates(flow) : undefined,
-    );
-    const condemned = assessments.filter((a) => a.verdict.kind === "delete");
+    const assessments = kept;
+    const condemned = execute ? kept : kept.filter((a) => a.verdict.kind === "delete");
     const dumpResult = {
       kind: "ok",
       lines: dump.lines,
-      candidates: dump.candidates.length,
+      candidates,
       unparsable: dump.unparsable?.count ?? 0,
     } as const;
     if (!execute) {
@@ -135,7 +174,7 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
       );
     }
     if (options.dryRun) {
-      announced = announceDryRun(condemned, announced, dump.candidates, logger);
+      announced = announceDryRun(condemned, announced, tracker, logger);
       return finish(
         { ...base, dump: dumpResult, tracked: tracker.size, deletions: condemned.map(toRecord) },
         assessments,
@@ -170,7 +209,7 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
   }
 
   function finish(
-    partial: Omit<CycleReport, "overran">,
+    partial: Omit<CycleReport, "overran" | "pauseSeconds">,
     assessments: readonly Assessment[],
     start: number,
   ): CycleResult {
@@ -185,16 +224,30 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
       logger.info("cycles fit in the dump period again", { cycle_ms: Math.round(tookMs) });
     }
     overrunning = overran;
-    const report: CycleReport = { ...partial, overran };
+    const pauseMs = pauseAfter(tookMs, options.periodMs, options.busyLimit ?? 1);
+    const stretched = pauseMs > options.periodMs;
+    if (stretched && !stretching) {
+      logger.info("slow cycles: pausing longer than the dump period to stay under the busy limit", {
+        cycle_ms: Math.round(tookMs),
+        pause_ms: pauseMs,
+        period_ms: options.periodMs,
+        busy_limit: options.busyLimit ?? 1,
+      });
+    } else if (!stretched && stretching) {
+      logger.info("pausing for the dump period again", { cycle_ms: Math.round(tookMs) });
+    }
+    stretching = stretched;
+    const report: CycleReport = { ...partial, overran, pauseSeconds: pauseMs / 1000 };
     deps.observer?.cycleCompleted(report);
     return { report, assessments };
   }
 
   async function run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
-      await cycle(signal);
-      // A full period after the end of the cycle: the renewal rule needs the gap (see README).
-      await clock.sleep(options.periodMs, signal);
+      const { report } = await cycle(signal);
+      // At least a full period after the end of the cycle: the renewal rule needs the gap (see
+      // README).
+      await clock.sleep(Math.round(report.pauseSeconds * 1000), signal);
     }
   }
 
@@ -204,11 +257,12 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
 function announceDryRun(
   condemned: readonly Assessment[],
   announced: ReadonlySet<string>,
-  current: readonly Candidate[],
+  tracker: Tracker,
   logger: Logger,
 ): Set<string> {
-  const present = new Set(current.map((c) => c.key));
-  const next = new Set([...announced].filter((k) => present.has(k)));
+  // The tracker holds exactly the keys of the latest dump: a flow that left the table and comes
+  // back is announced again.
+  const next = new Set([...announced].filter((k) => tracker.has(k)));
   for (const a of condemned) {
     if (next.has(a.candidate.key)) continue;
     next.add(a.candidate.key);

@@ -64,6 +64,15 @@ const UNREPLIED_MAX_AGE: FlagSpec = {
   help: "delete an unreplied entry once it is this old (for kernels that no longer renew timers)",
   value: "<duration>",
 };
+const BUSY_LIMIT: FlagSpec = {
+  flag: "--busy-limit",
+  env: "CONNTRACK_CLEANER_BUSY_LIMIT",
+  default: "25%",
+  accepts: "a percentage from 1% to 100%",
+  help: "share of the time cycles may take; a slower cycle stretches the pause after it (100% " +
+    "never stretches)",
+  value: "<percent>",
+};
 const CONNTRACK_BIN: FlagSpec = {
   flag: "--conntrack",
   env: "CONNTRACK_BIN",
@@ -151,6 +160,7 @@ const FLAG_SPECS: readonly FlagSpec[] = [
   DUMP_FREQUENCY,
   RENEWAL_THRESHOLD,
   UNREPLIED_MAX_AGE,
+  BUSY_LIMIT,
   CONNTRACK_BIN,
   DRY_RUN,
   LOG_FORMAT,
@@ -451,6 +461,7 @@ function buildConfig(
     dumpFrequencyMs: parseDuration(orDefault(DUMP_FREQUENCY), 100, DUMP_FREQUENCY.accepts),
     renewalThreshold: parseCount(orDefault(RENEWAL_THRESHOLD)),
     unrepliedMaxAgeMs: parseMaxAge(orDefault(UNREPLIED_MAX_AGE)),
+    busyLimit: parsePercent(orDefault(BUSY_LIMIT)),
     conntrackBin: parseProgram(orDefault(CONNTRACK_BIN)),
     dryRun: parseBoolean(orDefault(DRY_RUN)),
     logFormat: logFormat === undefined
@@ -491,6 +502,14 @@ function parseMaxAge(raw: RawValue): number {
   }
   if (ms !== 0 && ms < 1000) throw invalid(raw, UNREPLIED_MAX_AGE.accepts);
   return ms;
+}
+
+/** `25%` → 0.25; whole or decimal percentages from 1% to 100%, the `%` sign required. */
+function parsePercent(raw: RawValue): number {
+  const match = /^\s*(\d{1,3}(?:\.\d{1,2})?)%\s*$/.exec(raw.text);
+  const percent = match ? Number(match[1]) : NaN;
+  if (!(percent >= 1 && percent <= 100)) throw invalid(raw, BUSY_LIMIT.accepts);
+  return percent / 100;
 }
 
 function parseProgram(raw: RawValue): string {

@@ -23,6 +23,12 @@ export interface Config {
    */
   readonly dumpFrequencyMs: number;
   /**
+   * Share of the time, in `(0, 1]`, that cycles may take before the pause after them is
+   * stretched; 1 never stretches (`CONNTRACK_CLEANER_BUSY_LIMIT`).
+   * @default {0.25}
+   */
+  readonly busyLimit: number;
+  /**
    * Renewals tolerated; one more deletes (`CONNECTION_RENEWAL_THRESHOLD`).
    * @default {3}
    */

@@ -10,6 +10,7 @@ import type { DeleteOutcome, Deleter } from "./deleter.ts";
 import type { Candidate, Flow } from "./flow.ts";
 import { flowKey } from "./flow.ts";
 import { splitLineBatches, splitLines } from "./lines.ts";
+import type { LineMemo } from "./memo.ts";
 import { tokenizeLine } from "./tokenizer.ts";
 
 /**
@@ -30,14 +31,12 @@ export interface Unparsable {
   readonly firstReason: string;
 }
 
-/** The result of one listing. */
+/** The result of one listing; its candidates went to {@link DumpOptions.onBatch} as read. */
 export type Dump =
   | {
     readonly kind: "ok";
     /** Lines printed. */
     readonly lines: number;
-    /** Candidates that passed `accept`, one per flow (duplicates printed by a changing table dropped). */
-    readonly candidates: readonly Candidate[];
     /** Rejected lines, when any. */
     readonly unparsable: Unparsable | undefined;
   }
@@ -47,14 +46,25 @@ export type Dump =
     readonly reason: string;
   };
 
+/**
+ * Receives a listing's candidates as they are read, one batch per read from conntrack, in
+ * listing order. A table that changes during the listing can print an entry twice; the tracker
+ * counts such a duplicate once. The listing waits for a returned promise.
+ */
+export type CandidateSink = (batch: readonly Candidate[]) => void | Promise<void>;
+
 /** Where and how to list. */
 export interface DumpOptions {
   /** The conntrack program. */
   readonly conntrack: string;
+  /** Where the candidates that pass `accept` go. */
+  readonly onBatch: CandidateSink;
   /** Extra listing arguments (kernel-side filters), appended to {@link LIST_ARGS}. */
   readonly extraArgs?: readonly string[];
   /** Keeps only the candidates the operator aimed the agent at. */
   readonly accept?: (flow: Flow) => boolean;
+  /** Remembers lines from one listing to the next, so that unchanged lines are not parsed. */
+  readonly memo?: LineMemo;
   /** Aborting kills conntrack and yields a failed dump. */
   readonly signal?: AbortSignal;
   /**
@@ -66,10 +76,13 @@ export interface DumpOptions {
 }
 
 /**
- * Lists the table once, streaming conntrack's output through the tokenizer, so no dump is ever
- * held whole: only the candidates are kept.
+ * Lists the table once, streaming conntrack's output through the tokenizer and handing the
+ * candidates on batch by batch, so that neither the dump nor its candidates are ever held whole.
+ *
+ * A failed listing may already have handed on some candidates: each was read correctly, but the
+ * listing is incomplete, so the absence of a flow from it means nothing.
  */
-export async function dumpCandidates(spawn: SpawnCommand, options: DumpOptions): Promise<Dump> {
+export async function listCandidates(spawn: SpawnCommand, options: DumpOptions): Promise<Dump> {
   const timeoutMs = options.timeoutMs ?? 300_000;
   const limit = AbortSignal.timeout(timeoutMs);
   const signal = options.signal ? AbortSignal.any([options.signal, limit]) : limit;
@@ -79,22 +92,22 @@ export async function dumpCandidates(spawn: SpawnCommand, options: DumpOptions):
   } catch (error) {
     return { kind: "failed", reason: error instanceof Error ? error.message : String(error) };
   }
-  const seen = new Set<string>();
-  const candidates: Candidate[] = [];
+  const memo = options.memo;
+  memo?.begin();
   let lines = 0;
   let rejected = 0;
   let firstLine = "";
   let firstReason = "";
   // Whole batches and a plain loop: a generator step per line cost as much as reading it.
   for await (const batch of splitLineBatches(child.stdout)) {
+    const candidates: Candidate[] = [];
     for (const line of batch) {
       if (line.length === 0) continue;
       lines++;
-      const parsed = tokenizeLine(line);
+      const parsed = memo ? memo.read(line) : tokenizeLine(line);
       if (parsed.kind === "candidate") {
         const c = parsed.candidate;
-        if (seen.has(c.key) || (options.accept && !options.accept(c.flow))) continue;
-        seen.add(c.key);
+        if (options.accept && !options.accept(c.flow)) continue;
         candidates.push(c);
       } else if (parsed.kind === "malformed") {
         if (rejected++ === 0) {
@@ -103,8 +116,11 @@ export async function dumpCandidates(spawn: SpawnCommand, options: DumpOptions):
         }
       }
     }
+    if (candidates.length > 0) await options.onBatch(candidates);
   }
   const status = await child.status;
+  // A listing cut short printed only part of the table: forgetting the rest would cost a parse.
+  if (status.code === 0 && !signal.aborted) memo?.end();
   if (options.signal?.aborted) return { kind: "failed", reason: "aborted" };
   if (limit.aborted) {
     return {
@@ -119,7 +135,7 @@ export async function dumpCandidates(spawn: SpawnCommand, options: DumpOptions):
     };
   }
   const unparsable = rejected > 0 ? { count: rejected, firstLine, firstReason } : undefined;
-  return { kind: "ok", lines, candidates, unparsable };
+  return { kind: "ok", lines, unparsable };
 }
 
 /**

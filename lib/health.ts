@@ -8,7 +8,8 @@
  *   and a restart in the middle of one helps nobody. Failing dumps do not make the agent dead;
  *   a restart would not fix a missing module or a broken `conntrack`.
  * - **Ready** once a dump has succeeded and the last success is recent: within
- *   `max(3 × period + the last successful dump's duration, 5 s)`. That tolerates one or two
+ *   `max(3 × period + the last successful dump's duration, 5 s)`, where a pause that the busy
+ *   limit stretched counts as the period. That tolerates one or two
  *   failed listings in a row (a busy table, a transient `ENOBUFS`) and reports a persistent
  *   failure within a few periods.
  *
@@ -98,6 +99,7 @@ export function staleLimitMs(periodMs: number, lastDumpMs: number): number {
  *   dryRun: false,
  *   deleteFailures: 0,
  *   overran: false,
+ *   pauseSeconds: 1,
  * });
  * health.readiness().ok; // true
  * ```
@@ -114,7 +116,9 @@ export function createHealth(options: HealthOptions): Health {
   const stallMs = stallLimitMs(periodMs);
   // The only mutable state, owned by this closure: what the probes need from past reports.
   let lastProgress = clock.monotonic();
-  let lastSuccess: { readonly at: number; readonly dumpMs: number } | undefined;
+  let lastSuccess:
+    | { readonly at: number; readonly dumpMs: number; readonly pauseMs: number }
+    | undefined;
   let failedSince = 0;
   let lastFailure = "";
 
@@ -124,7 +128,8 @@ export function createHealth(options: HealthOptions): Health {
       lastProgress = now;
       if (report.dump.kind === "ok") {
         const dumpMs = Number.isFinite(report.dumpSeconds) ? report.dumpSeconds * 1000 : 0;
-        lastSuccess = { at: now, dumpMs: Math.max(0, dumpMs) };
+        const pauseMs = Number.isFinite(report.pauseSeconds) ? report.pauseSeconds * 1000 : 0;
+        lastSuccess = { at: now, dumpMs: Math.max(0, dumpMs), pauseMs };
         failedSince = 0;
         lastFailure = "";
       } else {
@@ -153,7 +158,8 @@ export function createHealth(options: HealthOptions): Health {
         return { ok: false, reason: `no successful dump yet${failures}` };
       }
       const ageMs = clock.monotonic() - lastSuccess.at;
-      const limitMs = staleLimitMs(periodMs, lastSuccess.dumpMs);
+      // A pause the busy limit stretched counts as the period it replaced.
+      const limitMs = staleLimitMs(Math.max(periodMs, lastSuccess.pauseMs), lastSuccess.dumpMs);
       if (ageMs <= limitMs) {
         return { ok: true, reason: `last successful dump ${seconds(ageMs)} ago${failures}` };
       }

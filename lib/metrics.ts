@@ -103,6 +103,7 @@ const PREFIX = "conntrack_cleaner_";
  *   dryRun: false,
  *   deleteFailures: 0,
  *   overran: false,
+ *   pauseSeconds: 1,
  * });
  * const text = await metrics.render();
  * console.log(text.includes('conntrack_cleaner_deleted_total{rule="age",family="ipv4"} 1')); // true
@@ -188,6 +189,12 @@ export function createMetrics(info: BuildInfo, options: MetricsOptions = {}): Me
     help: "Cycles that took longer than the dump period.",
     registers,
   });
+  const pause = new Gauge({
+    name: `${PREFIX}pause_seconds`,
+    help: "Pause after the last cycle: the dump period, or longer when the busy limit stretched " +
+      "it; 0 before the first cycle.",
+    registers,
+  });
   const buildInfo = new Gauge({
     name: `${PREFIX}build_info`,
     help: "Always 1; the labels say which agent and runtime are running.",
@@ -197,6 +204,7 @@ export function createMetrics(info: BuildInfo, options: MetricsOptions = {}): Me
   buildInfo.set({ version: info.version, deno_version: info.denoVersion }, 1);
   lastSuccess.set(0);
   overrun.set(0);
+  pause.set(0);
 
   new Counter({
     name: "process_cpu_seconds_total",
@@ -248,6 +256,7 @@ export function createMetrics(info: BuildInfo, options: MetricsOptions = {}): Me
       deleteFailures.inc(nonNegative(report.deleteFailures));
       overrun.set(report.overran ? 1 : 0);
       if (report.overran) overruns.inc();
+      pause.set(nonNegative(report.pauseSeconds));
     },
   };
 }

@@ -49,6 +49,11 @@ export interface CycleReport {
   readonly deleteFailures: number;
   /** True when the cycle took longer than the period. */
   readonly overran: boolean;
+  /**
+   * Seconds the loop pauses after this cycle: the period, or longer when the cycle was slow and
+   * the busy limit stretched the pause.
+   */
+  readonly pauseSeconds: number;
 }
 
 /** Receives one report per cycle. */

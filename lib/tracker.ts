@@ -80,7 +80,7 @@ interface Tracked {
   lo: number;
   hi: number;
   renewals: number;
-  /** `end` of the dump that first saw the entry: the base of the observed age. */
+  /** When the entry's line was first read (its dump's `end`): the base of the observed age. */
   firstSeenEnd: number;
   id: number | undefined;
   deltaTime: number | undefined;
@@ -119,6 +119,10 @@ export class Tracker {
   readonly #flows = new Map<string, Tracked>();
   readonly #countingWhy: string[] = [];
   #generation = 0;
+  /** Start of the current dump; NaN before the first {@link begin}. */
+  #start = NaN;
+  /** Candidates seen in the current dump, duplicates not counted. */
+  #seen = 0;
 
   /**
    * @throws {RangeError} when an option is out of range.
@@ -140,8 +144,10 @@ export class Tracker {
   }
 
   /**
-   * Assesses every candidate of one dump, in order. Duplicates of one key in the same dump count
-   * once (the first wins; later ones get no assessment). Keys absent from this dump are forgotten.
+   * Assesses every candidate of one dump, in order: {@link begin}, {@link see} for each
+   * candidate with the dump's end as the time it was read, and {@link finish}. Duplicates of one
+   * key in the same dump count once (the first wins; later ones get no assessment). Keys absent
+   * from this dump are forgotten.
    *
    * `translates`, when given, is the `nat` rule's test: an un-NATed flow whose destination the
    * node now translates is deleted with rule `nat`.
@@ -153,47 +159,99 @@ export class Tracker {
     dump: DumpWindow,
     translates?: (flow: Flow) => boolean,
   ): Assessment[] {
-    if (!Number.isFinite(dump.start) || !Number.isFinite(dump.end) || dump.end < dump.start) {
+    if (!Number.isFinite(dump.end) || dump.end < dump.start) {
       throw new RangeError(
         `Cannot assess a dump as its window is not a forward interval: current value is ` +
           `start=${dump.start} end=${dump.end}`,
       );
     }
-    const generation = ++this.#generation;
-    const flows = this.#flows;
+    this.begin(dump.start);
     const assessments: Assessment[] = [];
     for (const candidate of candidates) {
-      // Inlined expiryWindow(): this loop runs for every candidate of every dump.
-      const lo = dump.start + candidate.timeout * 1000;
-      const hi = dump.end + candidate.timeout * 1000 + 1000;
-      let tracked = flows.get(candidate.key);
-      let sighting: Sighting;
-      if (tracked === undefined) {
-        tracked = fresh(candidate, lo, hi, dump, generation);
-        flows.set(candidate.key, tracked);
-        sighting = "first";
-      } else if (tracked.generation === generation) {
-        continue;
-      } else {
-        sighting = update(tracked, candidate, lo, hi, dump, generation);
-      }
-      assessments.push({
-        candidate,
-        verdict: this.#judge(candidate, tracked, sighting, dump, translates),
-      });
+      const assessment = this.see(candidate, dump.end, translates);
+      if (assessment !== undefined) assessments.push(assessment);
     }
-    if (flows.size > assessments.length) {
-      // Deleting the current entry while iterating a Map is well defined in JavaScript.
-      for (const [key, tracked] of flows) {
-        if (tracked.generation !== generation) flows.delete(key);
-      }
-    }
+    this.finish();
     return assessments;
+  }
+
+  /**
+   * Starts a dump. `start` is monotonic ms taken before conntrack was started.
+   *
+   * @throws {RangeError} when `start` is not finite.
+   */
+  begin(start: number): void {
+    if (!Number.isFinite(start)) {
+      throw new RangeError(
+        `Cannot begin a dump at a time that is not finite: current value is ${start}`,
+      );
+    }
+    this.#generation++;
+    this.#start = start;
+    this.#seen = 0;
+  }
+
+  /**
+   * Rules on one candidate of the current dump, as soon as it is read, so that a dump's
+   * candidates need not be held until it ends. `readAt` is monotonic ms taken after the line was
+   * read: the kernel read the timer between the dump's start and then, so `{ start, readAt }` is
+   * the candidate's {@link DumpWindow}. Returns undefined for a key already seen in this dump.
+   *
+   * @throws {RangeError} before {@link begin}, or when `readAt` is before the dump's start.
+   */
+  see(
+    candidate: Candidate,
+    readAt: number,
+    translates?: (flow: Flow) => boolean,
+  ): Assessment | undefined {
+    const start = this.#start;
+    if (!(readAt >= start) || !Number.isFinite(readAt)) {
+      throw new RangeError(
+        `Cannot see a candidate read before its dump started: current value is ` +
+          `start=${start} readAt=${readAt}`,
+      );
+    }
+    const generation = this.#generation;
+    // Inlined expiryWindow(): this runs for every candidate of every dump.
+    const lo = start + candidate.timeout * 1000;
+    const hi = readAt + candidate.timeout * 1000 + 1000;
+    let tracked = this.#flows.get(candidate.key);
+    let sighting: Sighting;
+    if (tracked === undefined) {
+      tracked = fresh(candidate, lo, hi, readAt, generation);
+      this.#flows.set(candidate.key, tracked);
+      sighting = "first";
+    } else if (tracked.generation === generation) {
+      return undefined;
+    } else {
+      sighting = update(tracked, candidate, lo, hi, readAt, generation);
+    }
+    this.#seen++;
+    return { candidate, verdict: this.#judge(candidate, tracked, sighting, start, translates) };
+  }
+
+  /**
+   * Ends the current dump: forgets the keys it did not list. Call it only after a complete
+   * listing; after a failed one, simply {@link begin} the next.
+   */
+  finish(): void {
+    const flows = this.#flows;
+    if (flows.size === this.#seen) return;
+    const generation = this.#generation;
+    // Deleting the current entry while iterating a Map is well defined in JavaScript.
+    for (const [key, tracked] of flows) {
+      if (tracked.generation !== generation) flows.delete(key);
+    }
   }
 
   /** Forgets flows that were deleted, so that a flow re-created with the same key starts over. */
   forget(keys: Iterable<string>): void {
     for (const key of keys) this.#flows.delete(key);
+  }
+
+  /** Whether the flow with this key was in the latest dump (and has not been forgotten). */
+  has(key: string): boolean {
+    return this.#flows.has(key);
   }
 
   /** Number of flows tracked. */
@@ -205,13 +263,13 @@ export class Tracker {
     candidate: Candidate,
     tracked: Tracked,
     sighting: Sighting,
-    dump: DumpWindow,
+    start: number,
     translates: ((flow: Flow) => boolean) | undefined,
   ): Verdict {
     const renewals = tracked.renewals;
     const ageSource: AgeSource = candidate.deltaTime === undefined ? "observed" : "kernel";
     const ageMs = candidate.deltaTime === undefined
-      ? Math.max(0, dump.start - tracked.firstSeenEnd)
+      ? Math.max(0, start - tracked.firstSeenEnd)
       : kernelAgeMs(candidate.deltaTime);
     for (const rule of RULES) {
       if (this.#fires(rule, candidate.flow, renewals, ageMs, translates)) {
@@ -276,7 +334,7 @@ function fresh(
   candidate: Candidate,
   lo: number,
   hi: number,
-  dump: DumpWindow,
+  readAt: number,
   generation: number,
 ): Tracked {
   return {
@@ -284,7 +342,7 @@ function fresh(
     lo,
     hi,
     renewals: 0,
-    firstSeenEnd: dump.end,
+    firstSeenEnd: readAt,
     id: candidate.id,
     deltaTime: candidate.deltaTime,
   };
@@ -296,7 +354,7 @@ function update(
   candidate: Candidate,
   lo: number,
   hi: number,
-  dump: DumpWindow,
+  readAt: number,
   generation: number,
 ): Sighting {
   tracked.generation = generation;
@@ -308,7 +366,7 @@ function update(
   ) {
     // An expiry earlier than one already proven cannot be the same entry, nor can a different
     // kernel id or a creation time that moved forward: the flow was deleted and re-created.
-    Object.assign(tracked, fresh(candidate, lo, hi, dump, generation));
+    Object.assign(tracked, fresh(candidate, lo, hi, readAt, generation));
     return "recreated";
   }
   tracked.id = candidate.id;

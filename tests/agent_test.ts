@@ -212,6 +212,86 @@ Deno.test("agent logs once when cycles overrun the period, and once when they fi
   assert.ok(logger.messages("info").includes("cycles fit in the dump period again"));
 });
 
+Deno.test("agent.run() stretches the pause after slow cycles to stay under the busy limit", async () => {
+  const { clock, ct, agent, logger, reports } = setup({ periodMs: 1000, busyLimit: 0.25 });
+  // Listings take 800, 800, then 100 ms of virtual time: a large table, then a small one.
+  const durations = [800, 800, 100, 100];
+  const starts: number[] = [];
+  const list = ct.spawn;
+  Object.defineProperty(ct, "spawn", {
+    value: ((program, args, options) => {
+      if (args[0] === "-L") {
+        starts.push(clock.monotonic());
+        clock.advance(durations[starts.length - 1] ?? 100);
+      }
+      return list(program, args, options);
+    }) satisfies typeof list,
+  });
+  const controller = new AbortController();
+  const original = clock.sleep.bind(clock);
+  clock.sleep = (ms, signal) => {
+    if (clock.sleeps.length === 3) controller.abort();
+    return original(ms, signal);
+  };
+  await agent.run(controller.signal);
+  // 800 ms busy at 25% means 2400 ms of pause; 100 ms fits the 1000 ms period.
+  assert.deepEqual(reports.map((r) => r.pauseSeconds), [2.4, 2.4, 1, 1]);
+  assert.deepEqual(starts.slice(1).map((t, i) => t - starts[i]!), [3200, 3200, 1100]);
+  const infos = logger.messages("info");
+  assert.equal(infos.filter((m) => m.startsWith("slow cycles")).length, 1);
+  assert.equal(infos.filter((m) => m === "pausing for the dump period again").length, 1);
+  // 800 ms fits in the 1000 ms period: stretching is not an overrun.
+  assert.deepEqual(reports.map((r) => r.overran), [false, false, false, false]);
+});
+
+Deno.test("agent without a busy limit pauses for the period after any cycle", async () => {
+  const { clock, ct, agent } = setup({ periodMs: 100 });
+  const behave = ct.spawn;
+  Object.defineProperty(ct, "spawn", {
+    value: ((program, args, options) => {
+      if (args[0] === "-L") clock.advance(5000);
+      return behave(program, args, options);
+    }) satisfies typeof behave,
+  });
+  const { report } = await agent.cycle();
+  assert.equal(report.pauseSeconds, 0.1);
+});
+
+Deno.test("agent counts a flow printed twice in one listing once", async () => {
+  const { ct, agent, reports } = setup();
+  ct.behaviour = {
+    kind: "garbage",
+    lines: [
+      "tcp      6 116 SYN_SENT src=198.51.100.2 dst=192.0.2.10 sport=40000 dport=80 [UNREPLIED] src=192.0.2.10 dst=198.51.100.2 sport=80 dport=40000 mark=0 use=1 id=7",
+      "tcp      6 116 SYN_SENT src=198.51.100.2 dst=192.0.2.10 sport=40000 dport=80 [UNREPLIED] src=192.0.2.10 dst=198.51.100.2 sport=80 dport=40000 mark=0 use=1 id=7",
+    ],
+  };
+  const { assessments } = await agent.cycle(undefined, false);
+  assert.equal(assessments.length, 1);
+  assert.equal(reports[0]?.dump.kind === "ok" && reports[0].dump.candidates, 1);
+});
+
+Deno.test("dry run announces a flow again after it left the table and came back", async () => {
+  const { clock, ct, agent, logger } = setup({ dryRun: true, unrepliedMaxAgeMs: 1000 });
+  const flow = staleFlow(40000);
+  ct.add(flow);
+  const announcements = () =>
+    logger.messages("info").filter((m) => m === "would delete stale flow (dry run)").length;
+  for (let i = 0; i < 4; i++) {
+    await agent.cycle();
+    clock.advance(1000);
+  }
+  assert.equal(announcements(), 1);
+  ct.table.length = 0;
+  await agent.cycle();
+  ct.add(flow);
+  for (let i = 0; i < 3; i++) {
+    await agent.cycle();
+    clock.advance(1000);
+  }
+  assert.equal(announcements(), 2);
+});
+
 Deno.test("agent logs ten failed deletions one by one and counts the rest in one line", async () => {
   const clock = new FakeClock();
   const ct = new FakeConntrack(clock);

@@ -45,6 +45,7 @@ const BAD_VALUES: ReadonlyArray<readonly [string, readonly string[]]> = [
   ["--dump-frequency", ["banana", "1us", "-1s", "", "1", "99ms"]],
   ["--renewal-threshold", ["abc", "2.5", "-1", "", "1e3", " 3"]],
   ["--unreplied-max-age", ["banana", "1us", "-1s", "", "500ms", "1"]],
+  ["--busy-limit", ["25", "0%", "0.5%", "101%", "-5%", "", "banana", "0.25", "1e2%"]],
   ["--conntrack", [""]],
   ["--log-format", ["xml", "", "JSON"]],
   ["--log-level", ["trace", "", "verbose"]],
@@ -66,6 +67,12 @@ for (const [flag, values] of BAD_VALUES) {
     }
   }
 }
+
+Deno.test("parseInvocation() reads the busy limit as a share of the time", () => {
+  assert.equal(config(["--busy-limit", "100%"]).busyLimit, 1);
+  assert.equal(config(["--busy-limit", "1%"]).busyLimit, 0.01);
+  assert.equal(config([], { CONNTRACK_CLEANER_BUSY_LIMIT: "50%" }).busyLimit, 0.5);
+});
 
 Deno.test("parseInvocation() reads the example message for a too-short dump frequency", () => {
   assert.throws(() => parse([], { CONNTRACK_TABLE_DUMP_FREQUENCY: "1us" }), {
@@ -100,6 +107,7 @@ Deno.test("parseInvocation() uses the documented defaults", () => {
     dumpFrequencyMs: 1000,
     renewalThreshold: 3,
     unrepliedMaxAgeMs: 10000,
+    busyLimit: 0.25,
     conntrackBin: "conntrack",
     dryRun: false,
     logFormat: "json",
@@ -131,6 +139,7 @@ Deno.test("parseInvocation() reads every option from the environment", () => {
       CONNTRACK_TABLE_DUMP_FREQUENCY: "1m30s",
       CONNECTION_RENEWAL_THRESHOLD: "0",
       CONNTRACK_UNREPLIED_MAX_AGE: "0",
+      CONNTRACK_CLEANER_BUSY_LIMIT: "12.5%",
       CONNTRACK_BIN: "/usr/sbin/conntrack",
       DRY_RUN: "1",
       LOG_FORMAT: "text",
@@ -146,6 +155,7 @@ Deno.test("parseInvocation() reads every option from the environment", () => {
       dumpFrequencyMs: 90_000,
       renewalThreshold: 0,
       unrepliedMaxAgeMs: 0,
+      busyLimit: 0.125,
       conntrackBin: "/usr/sbin/conntrack",
       dryRun: true,
       logFormat: "text",

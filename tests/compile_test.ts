@@ -21,7 +21,7 @@ Deno.test("deno task compile bakes in the start task's permission flags", async 
   const config = JSON.parse(await Deno.readTextFile(`${root}deno.json`));
   const script = await Deno.readTextFile(`${root}deploy/compile.sh`);
   assert.equal(config.tasks.compile, "bash deploy/compile.sh");
-  assert.match(config.tasks.start, /^deno run (--allow-[a-z]+(=\S+)? )+main\.ts$/);
+  assert.match(config.tasks.start, /^deno run (--(allow-[a-z]+|v8-flags)(=\S+)? )+main\.ts$/);
   assert.match(script, /tasks\.start/);
   assert.match(
     script,

@@ -32,6 +32,7 @@ function report(dump: CycleReport["dump"], dumpSeconds = 0.05): CycleReport {
     dryRun: false,
     deleteFailures: 0,
     overran: false,
+    pauseSeconds: 1,
   };
 }
 
@@ -187,4 +188,15 @@ Deno.test("createHealth() rejects a negative period", () => {
     () => createHealth({ periodMs: -1, clock: new FakeClock() }),
     (error) => error instanceof RangeError && error.message.includes("current value is -1"),
   );
+});
+
+Deno.test("readiness() counts a pause the busy limit stretched as the period", () => {
+  const { health, clock } = setup(1000);
+  // A 2 s listing on a large table, followed by a 6 s pause: the next dump comes 6 s later.
+  health.cycleCompleted({ ...ok(2), pauseSeconds: 6 });
+  clock.advance(7000);
+  assert.equal(health.readiness().ok, true);
+  // Three stretched pauses plus the listing without a success is stale, as with the period.
+  clock.advance(20_000 - 7000 + 1);
+  assert.equal(health.readiness().ok, false);
 });

@@ -32,6 +32,7 @@ function okCycle(overrides: Partial<CycleReport> = {}): CycleReport {
     dryRun: false,
     deleteFailures: 0,
     overran: false,
+    pauseSeconds: 1,
     ...overrides,
   };
 }
@@ -245,6 +246,7 @@ Deno.test("render() matches the golden /metrics text after a fixed series of cyc
     dump: { kind: "ok", lines: 4000, candidates: 12, unparsable: 1 },
     tracked: 12,
     deletions: deletions(["renewal", "ipv6"]),
+    pauseSeconds: 3.6,
   }));
   const golden = await Deno.readTextFile(
     new URL("./fixtures/metrics-golden.prom", import.meta.url),

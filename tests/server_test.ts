@@ -23,6 +23,7 @@ const OK_CYCLE: CycleReport = {
   dryRun: false,
   deleteFailures: 0,
   overran: false,
+  pauseSeconds: 1,
 };
 
 interface Running extends AsyncDisposable {

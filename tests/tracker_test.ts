@@ -533,3 +533,41 @@ Deno.test("Tracker.assess() rejects a dump window that ends before it starts", (
   );
   assert.equal(tracker.size, 0);
 });
+
+Deno.test("Tracker.see() rejects a candidate before begin() or read before the dump started", () => {
+  const tracker = new Tracker({ renewalThreshold: 3, unrepliedMaxAgeMs: 0 });
+  assert.throws(() => tracker.see(candidateOf(CLIENT, 119), 10), RangeError);
+  tracker.begin(1000);
+  assert.throws(() => tracker.see(candidateOf(CLIENT, 119), 999), RangeError);
+  assert.equal(tracker.see(candidateOf(CLIENT, 119), 1000)?.verdict.kind, "keep");
+});
+
+Deno.test("Tracker.see() with each candidate's own read time catches a renewal assess() misses", () => {
+  // A 1.5 s listing of a large table, whose first lines are read 10 ms in. The entry's timer
+  // reads 119, is renewed to 120 s at 1 s, and reads 119 again 10 ms into the next listing. With
+  // the whole listing as the window (assess) the two windows overlap; with the read time (see)
+  // the second lies wholly after the first.
+  const withSee = new Tracker({ renewalThreshold: 0, unrepliedMaxAgeMs: 0 });
+  withSee.begin(0);
+  withSee.see(candidateOf(CLIENT, 119), 10);
+  withSee.finish();
+  withSee.begin(1900);
+  assert.equal(withSee.see(candidateOf(CLIENT, 119), 1910)?.verdict.kind, "delete");
+
+  const withAssess = new Tracker({ renewalThreshold: 0, unrepliedMaxAgeMs: 0 });
+  withAssess.assess([candidateOf(CLIENT, 119)], { start: 0, end: 1500 });
+  const later = withAssess.assess([candidateOf(CLIENT, 119)], { start: 1900, end: 3400 });
+  assert.equal(only(later).verdict.kind, "keep");
+});
+
+Deno.test("Tracker forgets nothing when a dump is not finished (a failed listing)", () => {
+  const tracker = new Tracker({ renewalThreshold: 3, unrepliedMaxAgeMs: 0 });
+  const other = flowOf("198.51.100.3", 40001, "192.0.2.10", 80);
+  tracker.assess([candidateOf(CLIENT, 119), candidateOf(other, 119)], { start: 0, end: 10 });
+  tracker.begin(1000);
+  tracker.see(candidateOf(CLIENT, 118), 1010);
+  // The listing failed here: no finish().
+  assert.equal(tracker.size, 2);
+  tracker.begin(2000);
+  assert.equal(tracker.has(flowKey(other)), true);
+});
