@@ -115,6 +115,7 @@ async function main(): Promise<number> {
       metrics.cycleCompleted(report);
       health.cycleCompleted(report);
     },
+    cycleProgressed: () => health.markLoopAlive(),
   };
   logger.info("conntrack-cleaner started", {
     version: VERSION,

@@ -17,7 +17,7 @@
  * memory is the agent's `VmHWM` (peak) and `VmRSS`.
  *
  * CLI: `deno run -A bench/cycle.ts [--window S] [--period MS] [--busy-limit F] [--soak S]
- * ENTRIES...` (default window 30 s, period 1000 ms, busy limit 0.25, sizes 100000 1000000). `--soak S` instead runs only the
+ * ENTRIES...` (default window 30 s, period 1000 ms, busy limit 0.2, sizes 100000 1000000). `--soak S` instead runs only the
  * agent for S seconds on the first size and prints its RSS every 30 s. Needs root.
  *
  * @module
@@ -270,7 +270,7 @@ if (import.meta.main) {
   const windowS = option(args, "--window", 30);
   const periodMs = option(args, "--period", 1000);
   const soakS = option(args, "--soak", 0);
-  const busyLimit = option(args, "--busy-limit", 0.25);
+  const busyLimit = option(args, "--busy-limit", 0.2);
   const sizes = args.length > 0 ? args.map(Number) : [100_000, 1_000_000];
   for (const entries of sizes) {
     await using ns = await createNetns(denoSpawn, "bench-cycle");

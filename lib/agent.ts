@@ -129,6 +129,7 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
           natMs = clock.monotonic() - before;
           if (view) translates = (flow) => view.translates(flow);
         }
+        deps.observer?.cycleProgressed?.();
         const readAt = clock.monotonic();
         for (const candidate of batch) {
           const assessment = tracker.see(candidate, readAt, translates);
@@ -158,8 +159,6 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
         reason: dump.unparsable.firstReason,
       });
     }
-    const assessments = kept;
-    const condemned = execute ? kept : kept.filter((a) => a.verdict.kind === "delete");
     const dumpResult = {
       kind: "ok",
       lines: dump.lines,
@@ -169,19 +168,25 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
     if (!execute) {
       return finish(
         { ...base, dump: dumpResult, tracked: tracker.size, deletions: [] },
-        assessments,
+        kept,
         start,
       );
     }
+    // With `execute`, only condemned candidates were kept.
+    const condemned = kept;
     if (options.dryRun) {
       announced = announceDryRun(condemned, announced, tracker, logger);
       return finish(
         { ...base, dump: dumpResult, tracked: tracker.size, deletions: condemned.map(toRecord) },
-        assessments,
+        condemned,
         start,
       );
     }
-    const outcome = await deps.deleter.delete(condemned.map((a) => a.candidate.flow), signal);
+    const outcome = await deps.deleter.delete(
+      condemned.map((a) => a.candidate.flow),
+      signal,
+      () => deps.observer?.cycleProgressed?.(),
+    );
     const byKey = new Map(condemned.map((a) => [a.candidate.key, a]));
     const deletions: DeletionRecord[] = [];
     for (const flow of outcome.deleted) {
@@ -203,7 +208,7 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
         deletions,
         deleteFailures: outcome.failed.length,
       },
-      assessments,
+      condemned,
       start,
     );
   }

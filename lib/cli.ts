@@ -67,7 +67,7 @@ const UNREPLIED_MAX_AGE: FlagSpec = {
 const BUSY_LIMIT: FlagSpec = {
   flag: "--busy-limit",
   env: "CONNTRACK_CLEANER_BUSY_LIMIT",
-  default: "25%",
+  default: "20%",
   accepts: "a percentage from 1% to 100%",
   help: "share of the time cycles may take; a slower cycle stretches the pause after it (100% " +
     "never stretches)",

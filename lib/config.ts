@@ -25,7 +25,7 @@ export interface Config {
   /**
    * Share of the time, in `(0, 1]`, that cycles may take before the pause after them is
    * stretched; 1 never stretches (`CONNTRACK_CLEANER_BUSY_LIMIT`).
-   * @default {0.25}
+   * @default {0.2}
    */
   readonly busyLimit: number;
   /**

@@ -34,6 +34,14 @@ export interface DeleteOutcome {
 export interface Deleter {
   /** Backend name for logs and metrics, e.g. `cli` or `netlink`. */
   readonly name: string;
-  /** Deletes one cycle's flows as one batch. Never rejects: failures are reported. */
-  delete(flows: readonly Flow[], signal?: AbortSignal): Promise<DeleteOutcome>;
+  /**
+   * Deletes one cycle's flows. Never rejects: failures are reported. `progress`, when given, is
+   * called now and then while a long batch goes on (at least once a minute of work), so that a
+   * health check can tell a slow batch from a stuck loop.
+   */
+  delete(
+    flows: readonly Flow[],
+    signal?: AbortSignal,
+    progress?: () => void,
+  ): Promise<DeleteOutcome>;
 }

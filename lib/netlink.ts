@@ -238,7 +238,11 @@ class NetlinkDeleter implements Deleter, Disposable {
     this.#nfct.nfct_callback_register(handle, NFCT_T_ALL, this.#callback.pointer, null);
   }
 
-  async delete(flows: readonly Flow[], signal?: AbortSignal): Promise<DeleteOutcome> {
+  async delete(
+    flows: readonly Flow[],
+    signal?: AbortSignal,
+    progress?: () => void,
+  ): Promise<DeleteOutcome> {
     const deleted: Flow[] = [];
     const gone: Flow[] = [];
     const failed: DeleteFailure[] = [];
@@ -249,6 +253,7 @@ class NetlinkDeleter implements Deleter, Disposable {
       if (performance.now() - yieldedAt > YIELD_EVERY_MS) {
         await new Promise((resolve) => setTimeout(resolve, 0));
         yieldedAt = performance.now();
+        progress?.();
       }
       if (this.#closed) {
         failed.push({ flow, reason: "Cannot delete as the netlink deleter is closed" });

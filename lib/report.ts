@@ -60,4 +60,9 @@ export interface CycleReport {
 export interface CycleObserver {
   /** Called after every cycle, successful or not. Must not throw. */
   cycleCompleted(report: CycleReport): void;
+  /**
+   * Called now and then inside a long cycle (a large listing, a slow deletion batch), so that a
+   * slow cycle is not taken for a stuck loop. Must not throw.
+   */
+  cycleProgressed?(): void;
 }

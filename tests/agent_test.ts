@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import type { AgentOptions } from "../lib/agent.ts";
+import type { Agent, AgentOptions } from "../lib/agent.ts";
 import type { SpawnCommand } from "../lib/command.ts";
 import { createAgent } from "../lib/agent.ts";
-import { createCliDeleter } from "../lib/conntrack.ts";
+import { CLI_DELETE_PIECE, createCliDeleter } from "../lib/conntrack.ts";
 import type { NatReader } from "../lib/nat.ts";
 import type { CycleReport } from "../lib/report.ts";
 import { FakeClock, FakeConntrack, RecordingLogger, staleFlow } from "./fakes.ts";
@@ -31,6 +31,36 @@ function setup(options: Partial<AgentOptions> = {}, nat?: NatReader) {
     ...(nat ? { nat } : {}),
   }, { ...ORIGINAL, ...options });
   return { clock, ct, logger, reports, agent };
+}
+
+/**
+ * Makes the n-th listing (from 0) of the fake take `durationOf(n)` ms of virtual time; returns the
+ * monotonic times at which listings start, filled in as they run.
+ */
+function timeListings(ct: FakeConntrack, durationOf: (n: number) => number): number[] {
+  const starts: number[] = [];
+  const list = ct.spawn;
+  Object.defineProperty(ct, "spawn", {
+    value: ((program, args, options) => {
+      if (args[0] === "-L") {
+        starts.push(ct.clock.monotonic());
+        ct.clock.advance(durationOf(starts.length - 1));
+      }
+      return list(program, args, options);
+    }) satisfies typeof list,
+  });
+  return starts;
+}
+
+/** Runs the loop until it has slept `sleeps` times, then stops it. */
+async function runUntilSleeps(agent: Agent, clock: FakeClock, sleeps: number): Promise<void> {
+  const controller = new AbortController();
+  const original = clock.sleep.bind(clock);
+  clock.sleep = (ms, signal) => {
+    if (clock.sleeps.length === sleeps) controller.abort();
+    return original(ms, signal);
+  };
+  await agent.run(controller.signal);
 }
 
 Deno.test("agent deletes an entry renewed on every retry after threshold + 1 renewals", async () => {
@@ -75,7 +105,7 @@ Deno.test("agent deletes an unreplied entry once it is older than the maximum ag
   assert.deepEqual(reports.at(-1)?.deletions, [{ rule: "age", family: "ipv4" }]);
 });
 
-Deno.test("agent deletes 50 stale flows in one cycle with one -L and one -R, sparing 1,000", async () => {
+Deno.test("agent deletes 50 stale flows in one cycle with one -L and a few -R, sparing 1,000", async () => {
   const { ct, agent } = setup({ unrepliedMaxAgeMs: 1000 });
   const established = [];
   for (let i = 0; i < 1000; i++) {
@@ -86,7 +116,8 @@ Deno.test("agent deletes 50 stale flows in one cycle with one -L and one -R, spa
   ct.clock.advance(1500);
   const before = ct.spawned.length;
   const { report } = await agent.cycle();
-  assert.deepEqual(ct.spawned.slice(before).map((a) => a[0]), ["-L", "-R"]);
+  const pieces = Math.ceil(50 / CLI_DELETE_PIECE);
+  assert.deepEqual(ct.spawned.slice(before).map((a) => a[0]), ["-L", ...Array(pieces).fill("-R")]);
   assert.equal(report.deletions.length, 50);
   assert.deepEqual(ct.table, established);
 });
@@ -168,25 +199,9 @@ Deno.test("agent does not read NAT rules when there are no candidates", async ()
 
 Deno.test("agent.run() waits one full period after the end of each cycle and stops on abort", async () => {
   const { clock, ct, agent, reports } = setup({ periodMs: 700 });
-  // Each listing takes 250 ms of virtual time; record when each one starts.
-  const starts: number[] = [];
-  const list = ct.spawn;
-  Object.defineProperty(ct, "spawn", {
-    value: ((program, args, options) => {
-      if (args[0] === "-L") {
-        starts.push(clock.monotonic());
-        clock.advance(250);
-      }
-      return list(program, args, options);
-    }) satisfies typeof list,
-  });
-  const controller = new AbortController();
-  const original = clock.sleep.bind(clock);
-  clock.sleep = (ms, signal) => {
-    if (clock.sleeps.length === 2) controller.abort();
-    return original(ms, signal);
-  };
-  await agent.run(controller.signal);
+  // Each listing takes 250 ms of virtual time.
+  const starts = timeListings(ct, () => 250);
+  await runUntilSleeps(agent, clock, 2);
   assert.equal(reports.length, 3);
   // End-to-start: 250 ms of listing plus a full 700 ms pause; start-to-start would give 700.
   assert.deepEqual(starts.slice(1).map((t, i) => t - starts[i]!), [950, 950]);
@@ -216,24 +231,8 @@ Deno.test("agent.run() stretches the pause after slow cycles to stay under the b
   const { clock, ct, agent, logger, reports } = setup({ periodMs: 1000, busyLimit: 0.25 });
   // Listings take 800, 800, then 100 ms of virtual time: a large table, then a small one.
   const durations = [800, 800, 100, 100];
-  const starts: number[] = [];
-  const list = ct.spawn;
-  Object.defineProperty(ct, "spawn", {
-    value: ((program, args, options) => {
-      if (args[0] === "-L") {
-        starts.push(clock.monotonic());
-        clock.advance(durations[starts.length - 1] ?? 100);
-      }
-      return list(program, args, options);
-    }) satisfies typeof list,
-  });
-  const controller = new AbortController();
-  const original = clock.sleep.bind(clock);
-  clock.sleep = (ms, signal) => {
-    if (clock.sleeps.length === 3) controller.abort();
-    return original(ms, signal);
-  };
-  await agent.run(controller.signal);
+  const starts = timeListings(ct, (n) => durations[n] ?? 100);
+  await runUntilSleeps(agent, clock, 3);
   // 800 ms busy at 25% means 2400 ms of pause; 100 ms fits the 1000 ms period.
   assert.deepEqual(reports.map((r) => r.pauseSeconds), [2.4, 2.4, 1, 1]);
   assert.deepEqual(starts.slice(1).map((t, i) => t - starts[i]!), [3200, 3200, 1100]);
@@ -290,6 +289,33 @@ Deno.test("dry run announces a flow again after it left the table and came back"
     clock.advance(1000);
   }
   assert.equal(announcements(), 2);
+});
+
+Deno.test("agent reports progress inside a cycle while it lists and while it deletes", async () => {
+  const clock = new FakeClock();
+  const ct = new FakeConntrack(clock);
+  for (let i = 0; i < 3; i++) ct.add(staleFlow(40000 + i));
+  const events: string[] = [];
+  const agent = createAgent({
+    spawn: ct.spawn,
+    clock,
+    logger: new RecordingLogger(),
+    deleter: {
+      name: "slow",
+      delete: (flows, _signal, progress) => {
+        events.push("delete");
+        progress?.();
+        return Promise.resolve({ deleted: flows, gone: [], failed: [] });
+      },
+    },
+    observer: {
+      cycleCompleted: () => events.push("completed"),
+      cycleProgressed: () => events.push("progressed"),
+    },
+  }, { ...ORIGINAL, unrepliedMaxAgeMs: 1000 });
+  // The fake prints the kernel's delta-time, so the flows are condemned at first sight.
+  await agent.cycle();
+  assert.deepEqual(events, ["progressed", "delete", "progressed", "completed"]);
 });
 
 Deno.test("agent logs ten failed deletions one by one and counts the rest in one line", async () => {

@@ -107,7 +107,7 @@ Deno.test("parseInvocation() uses the documented defaults", () => {
     dumpFrequencyMs: 1000,
     renewalThreshold: 3,
     unrepliedMaxAgeMs: 10000,
-    busyLimit: 0.25,
+    busyLimit: 0.2,
     conntrackBin: "conntrack",
     dryRun: false,
     logFormat: "json",

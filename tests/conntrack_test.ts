@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { SpawnCommand } from "../lib/command.ts";
 import { SpawnError } from "../lib/command.ts";
 import {
+  CLI_DELETE_PIECE,
   ConntrackUnusableError,
   createCliDeleter,
   deleteLine,
@@ -75,6 +76,37 @@ Deno.test("createCliDeleter() deletes a batch in one conntrack -R - and spares o
   assert.deepEqual(outcome.failed, []);
   assert.deepEqual(ct.spawned, [["-R", "-"]]);
   assert.deepEqual(ct.table, [established, otherZone]);
+});
+
+Deno.test("createCliDeleter() cuts a large batch into pieces and reports progress after each", async () => {
+  const ct = new FakeConntrack(new FakeClock());
+  const stale = Array.from({ length: 2 * CLI_DELETE_PIECE + 3 }, (_, i) => staleFlow(41000 + i));
+  for (const f of stale) ct.add(f);
+  const kept = ct.add(staleFlow(42000), { state: "ESTABLISHED" });
+  let progress = 0;
+  const outcome = await createCliDeleter(ct.spawn, "conntrack").delete(stale, undefined, () => {
+    progress++;
+  });
+  assert.equal(outcome.deleted.length, stale.length);
+  assert.equal(ct.count("-R"), 3);
+  assert.equal(progress, 3);
+  assert.deepEqual(ct.table, [kept]);
+});
+
+Deno.test("createCliDeleter() starts no further piece once the agent is stopping", async () => {
+  const ct = new FakeConntrack(new FakeClock());
+  const stale = Array.from({ length: 2 * CLI_DELETE_PIECE }, (_, i) => staleFlow(41000 + i));
+  for (const f of stale) ct.add(f);
+  const controller = new AbortController();
+  const outcome = await createCliDeleter(ct.spawn, "conntrack").delete(
+    stale,
+    controller.signal,
+    () => controller.abort(),
+  );
+  assert.equal(ct.count("-R"), 1);
+  assert.equal(outcome.deleted.length, CLI_DELETE_PIECE);
+  assert.equal(outcome.failed.length, CLI_DELETE_PIECE);
+  assert.match(outcome.failed[0]!.reason, /stopping/);
 });
 
 Deno.test("createCliDeleter() leaves a flow that completed in between and reports it gone", async () => {
