@@ -3,7 +3,7 @@
  * that the agent is busy for at most a set share of the time (`CONNTRACK_CLEANER_BUSY_LIMIT`).
  *
  * On a large table the listing itself is the cost: the kernel walks every entry on every dump,
- * even with `-u UNREPLIED` (a 1M-entry table takes 0.6-0.8 s of CPU per listing). A fixed pause
+ * even with `-u UNREPLIED` (a 1M-entry table takes 0.4-0.5 s of CPU per listing). A fixed pause
  * after such a cycle would keep most of a core busy; a pause proportional to the cycle keeps the
  * agent's share of the node bounded at any table size, at the price of fewer looks per minute
  * on exactly those nodes. Small tables never reach the limit and run at the period.
