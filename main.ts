@@ -5,10 +5,18 @@
  * @module
  */
 import { createAgent } from "./lib/agent.ts";
-import { BackendUnavailableError, selectDeleter } from "./lib/backend.ts";
+import {
+  type BackendOptions,
+  BackendUnavailableError,
+  selectDeleter,
+  selectLister,
+} from "./lib/backend.ts";
+import type { Lister } from "./lib/lister.ts";
+import type { Logger } from "./lib/log.ts";
+import { openNetlinkLister } from "./lib/netlink_list.ts";
 import { ConfigError, parseInvocation } from "./lib/cli.ts";
 import { systemClock } from "./lib/clock.ts";
-import type { Config } from "./lib/config.ts";
+import type { Backend, Config } from "./lib/config.ts";
 import {
   ConntrackUnusableError,
   conntrackVersion,
@@ -69,8 +77,10 @@ async function main(): Promise<number> {
   if (invocation.kind === "scan") {
     // The agent is driven with deletion off (runScan), so this deleter is never called.
     const deleter = createCliDeleter(denoSpawn, config.conntrackBin);
+    const lister = chooseLister(config, logger);
+    if (lister instanceof BackendUnavailableError) return fail(lister.message, 2);
     const agent = createAgent({
-      spawn: denoSpawn,
+      lister,
       clock: systemClock,
       logger,
       deleter,
@@ -87,19 +97,12 @@ async function main(): Promise<number> {
     });
   }
 
-  let deleter;
-  try {
-    deleter = selectDeleter({
-      backend: config.deleteBackend,
-      conntrack: config.conntrackBin,
-      spawn: denoSpawn,
-      openNetlink: () => openNetlinkDeleter(),
-      logger,
-    });
-  } catch (error) {
-    if (error instanceof BackendUnavailableError) return fail(error.message, 2);
-    throw error;
-  }
+  const lister = chooseLister(config, logger);
+  if (lister instanceof BackendUnavailableError) return fail(lister.message, 2);
+  const deleter = orUnavailable(() =>
+    selectDeleter(backendOptions(config.deleteBackend, config, logger), () => openNetlinkDeleter())
+  );
+  if (deleter instanceof BackendUnavailableError) return fail(deleter.message, 2);
   const metrics = createMetrics({ version: VERSION, denoVersion: Deno.version.deno });
   const health = createHealth({ periodMs: config.dumpFrequencyMs, clock: systemClock });
   let server;
@@ -121,6 +124,7 @@ async function main(): Promise<number> {
     version: VERSION,
     conntrack: conntrackVersion,
     backend: deleter.name,
+    list_backend: lister.name,
     dump_frequency_ms: config.dumpFrequencyMs,
     busy_limit: config.busyLimit,
     renewal_threshold: config.renewalThreshold,
@@ -130,19 +134,40 @@ async function main(): Promise<number> {
     ...(server ? { metrics_address: `${server.addr.hostname}:${server.addr.port}` } : {}),
   });
   const agent = createAgent(
-    { spawn: denoSpawn, clock: systemClock, logger, deleter, observer, ...(nat ? { nat } : {}) },
+    { lister, clock: systemClock, logger, deleter, observer, ...(nat ? { nat } : {}) },
     options,
   );
   await agent.run(signal);
   await server?.finished;
   if (Symbol.dispose in deleter) (deleter as Disposable)[Symbol.dispose]();
+  if (Symbol.dispose in lister) (lister as Disposable)[Symbol.dispose]();
   logger.info("conntrack-cleaner stopped");
   return 0;
 }
 
+/** The lister the configuration asks for, or the error saying why it cannot be had. */
+function chooseLister(config: Config, logger: Logger): Lister | BackendUnavailableError {
+  return orUnavailable(() =>
+    selectLister(backendOptions(config.listBackend, config, logger), () => openNetlinkLister())
+  );
+}
+
+function backendOptions(backend: Backend, config: Config, logger: Logger): BackendOptions {
+  return { backend, conntrack: config.conntrackBin, spawn: denoSpawn, logger };
+}
+
+/** The backend `select` returns, or the error saying why one named by the operator is missing. */
+function orUnavailable<T>(select: () => T): T | BackendUnavailableError {
+  try {
+    return select();
+  } catch (error) {
+    if (error instanceof BackendUnavailableError) return error;
+    throw error;
+  }
+}
+
 function agentOptions(config: Config) {
   return {
-    conntrack: config.conntrackBin,
     periodMs: config.dumpFrequencyMs,
     busyLimit: config.busyLimit,
     renewalThreshold: config.renewalThreshold,

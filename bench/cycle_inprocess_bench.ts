@@ -7,6 +7,7 @@
  */
 import { createAgent } from "../lib/agent.ts";
 import type { SpawnCommand } from "../lib/command.ts";
+import { createCliLister } from "../lib/conntrack.ts";
 import { silentLogger } from "../lib/log.ts";
 
 function dumpText(n: number, timer: number): Uint8Array {
@@ -41,7 +42,7 @@ for (const n of [10_000, 50_000]) {
     };
   };
   const agent = createAgent({
-    spawn,
+    lister: createCliLister(spawn, "conntrack"),
     clock: {
       monotonic: () => (now += 500),
       wall: () => Date.now(),
@@ -50,7 +51,6 @@ for (const n of [10_000, 50_000]) {
     logger: silentLogger,
     deleter: { name: "none", delete: () => Promise.resolve({ deleted: [], gone: [], failed: [] }) },
   }, {
-    conntrack: "conntrack",
     periodMs: 1000,
     renewalThreshold: 3,
     unrepliedMaxAgeMs: 0,

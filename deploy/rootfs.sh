@@ -14,8 +14,8 @@ set -euo pipefail
 
 # What the agent spawns (see lib/conntrack.ts and lib/nat.ts), looked up on PATH.
 PROGRAMS=(conntrack iptables-save ip6tables-save nft)
-# What the agent opens with Deno.dlopen (lib/netlink.ts), which ldd cannot see.
-DLOPEN_LIBS=(libnetfilter_conntrack.so.3)
+# What the agent opens with Deno.dlopen (lib/netlink.ts, lib/netlink_list.ts), which ldd cannot see.
+DLOPEN_LIBS=(libnetfilter_conntrack.so.3 libmnl.so.0)
 # The Debian packages gcr.io/distroless/cc-debian12 is assembled from
 # (GoogleContainerTools/distroless: static/static.bzl, base/config.bzl, cc/config.bzl).
 BASE_PACKAGES=(base-files netbase tzdata media-types libc6 libssl3 libgomp1 libstdc++6 libgcc-s1

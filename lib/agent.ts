@@ -7,9 +7,7 @@
  * @module
  */
 import type { Clock } from "./clock.ts";
-import type { SpawnCommand } from "./command.ts";
-import { listCandidates } from "./conntrack.ts";
-import { LineMemo } from "./memo.ts";
+import type { Lister } from "./lister.ts";
 import { pauseAfter } from "./pacing.ts";
 import type { DeleteFailure, Deleter } from "./deleter.ts";
 import type { Flow } from "./flow.ts";
@@ -23,8 +21,8 @@ import type { Assessment } from "./verdict.ts";
 
 /** The outside world, as the loop sees it. */
 export interface AgentDeps {
-  /** Starts conntrack. */
-  readonly spawn: SpawnCommand;
+  /** Lists the table (conntrack or netlink). */
+  readonly lister: Lister;
   /** Time and sleeping. */
   readonly clock: Clock;
   /** Where deletions, warnings and failures are logged. */
@@ -39,8 +37,6 @@ export interface AgentDeps {
 
 /** What the loop does. */
 export interface AgentOptions {
-  /** The conntrack program. */
-  readonly conntrack: string;
   /** Pause after each cycle, in milliseconds. */
   readonly periodMs: number;
   /**
@@ -89,7 +85,7 @@ export interface Agent {
  *
  * @example One pass with a fake conntrack
  * ```ts ignore
- * const agent = createAgent(deps, { conntrack: "conntrack", periodMs: 1000,
+ * const agent = createAgent(deps, { periodMs: 1000,
  *   renewalThreshold: 3, unrepliedMaxAgeMs: 10_000, dryRun: false });
  * const { report } = await agent.cycle();
  * ```
@@ -99,7 +95,6 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
     renewalThreshold: options.renewalThreshold,
     unrepliedMaxAgeMs: options.unrepliedMaxAgeMs,
   });
-  const memo = new LineMemo();
   // Dry run announces each flow once, not on every cycle it stays condemned.
   let announced = new Set<string>();
   let overrunning = false;
@@ -117,9 +112,7 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
     let translates: ((flow: Flow) => boolean) | undefined;
     let natRead = false;
     tracker.begin(start);
-    const dump = await listCandidates(deps.spawn, {
-      conntrack: options.conntrack,
-      memo,
+    const dump = await deps.lister.list({
       onBatch: async (batch) => {
         if (!natRead && deps.nat) {
           // Read only in cycles that have candidates; its time is not the listing's.

@@ -1,23 +1,28 @@
 /**
- * Choosing the deletion backend: netlink through FFI when it can be had, else the conntrack CLI.
+ * Choosing the listing and deletion backends: netlink through FFI when it can be had, else the
+ * conntrack CLI.
  *
  * @module
  */
 import type { SpawnCommand } from "./command.ts";
-import type { DeleteBackend } from "./config.ts";
-import { createCliDeleter } from "./conntrack.ts";
+import type { Backend } from "./config.ts";
+import { createCliDeleter, createCliLister } from "./conntrack.ts";
 import type { Deleter } from "./deleter.ts";
+import type { Lister } from "./lister.ts";
 import type { Logger } from "./log.ts";
 import type { NetlinkOpen } from "./netlink.ts";
+import type { NetlinkListerOpen } from "./netlink_list.ts";
 
 /** The backend could not be had, though the operator asked for it by name. */
 export class BackendUnavailableError extends Error {
-  /** Builds the one-line message. */
-  constructor(reason: string) {
-    super(
-      `Cannot use --delete-backend netlink (CONNTRACK_CLEANER_DELETE_BACKEND): ${reason}; ` +
-        `use "cli" or "auto"`,
-    );
+  /**
+   * Builds the one-line message.
+   * @param option The option that asked for netlink, e.g. `--delete-backend`.
+   * @param variable Its environment variable.
+   * @param reason Why netlink cannot be used.
+   */
+  constructor(option: string, variable: string, reason: string) {
+    super(`Cannot use ${option} netlink (${variable}): ${reason}; use "cli" or "auto"`);
     this.name = "BackendUnavailableError";
   }
 }
@@ -25,13 +30,11 @@ export class BackendUnavailableError extends Error {
 /** What the choice needs. */
 export interface BackendOptions {
   /** What the operator asked for. */
-  readonly backend: DeleteBackend;
+  readonly backend: Backend;
   /** The conntrack program, for the CLI backend. */
   readonly conntrack: string;
   /** Starts conntrack. */
   readonly spawn: SpawnCommand;
-  /** Opens the netlink backend (injected so tests need no library). */
-  readonly openNetlink: () => NetlinkOpen;
   /** Says once which backend was chosen and why. */
   readonly logger: Logger;
 }
@@ -40,19 +43,80 @@ export interface BackendOptions {
  * Returns the deleter to use. `auto` prefers netlink (one request per flow, no table dump) and
  * falls back to `conntrack -R -`, saying so once; `netlink` without the library or the
  * `--allow-ffi` permission throws {@link BackendUnavailableError}.
+ *
+ * @param openNetlink Opens the netlink backend (injected so tests need no library).
  */
-export function selectDeleter(options: BackendOptions): Deleter {
-  const cli = () => createCliDeleter(options.spawn, options.conntrack);
-  if (options.backend === "cli") return cli();
-  const opened = options.openNetlink();
-  if (opened.kind === "ok") {
-    options.logger.info("deleting through netlink", { backend: "netlink" });
-    return opened.deleter;
-  }
-  if (options.backend === "netlink") throw new BackendUnavailableError(opened.reason);
-  options.logger.info("netlink deletion unavailable; deleting through conntrack -R", {
-    backend: "cli",
-    reason: opened.reason,
+export function selectDeleter(
+  options: BackendOptions,
+  openNetlink: () => NetlinkOpen,
+): Deleter {
+  return choose(options, {
+    option: "--delete-backend",
+    variable: "CONNTRACK_CLEANER_DELETE_BACKEND",
+    what: "deleting",
+    cliName: "conntrack -R",
+    open: () => {
+      const opened = openNetlink();
+      return opened.kind === "ok" ? { kind: "ok", backend: opened.deleter } : opened;
+    },
+    cli: () => createCliDeleter(options.spawn, options.conntrack),
   });
-  return cli();
+}
+
+/**
+ * Returns the lister to use. `auto` prefers netlink (a ctnetlink dump of our own: no conntrack
+ * process, no text) and falls back to `conntrack -L`, saying so once; `netlink` without libmnl
+ * or the `--allow-ffi` permission throws {@link BackendUnavailableError}.
+ *
+ * @param openNetlink Opens the netlink backend (injected so tests need no library).
+ */
+export function selectLister(
+  options: BackendOptions,
+  openNetlink: () => NetlinkListerOpen,
+): Lister {
+  return choose(options, {
+    option: "--list-backend",
+    variable: "CONNTRACK_CLEANER_LIST_BACKEND",
+    what: "listing",
+    cliName: "conntrack -L",
+    open: () => {
+      const opened = openNetlink();
+      return opened.kind === "ok" ? { kind: "ok", backend: opened.lister } : opened;
+    },
+    cli: () => createCliLister(options.spawn, options.conntrack),
+  });
+}
+
+/** How one kind of backend is named and made. */
+interface Choice<T> {
+  readonly option: string;
+  readonly variable: string;
+  /** `deleting` or `listing`, for the log line. */
+  readonly what: string;
+  /** The CLI command the fallback runs, for the log line. */
+  readonly cliName: string;
+  readonly open: () =>
+    | { readonly kind: "ok"; readonly backend: T }
+    | { readonly kind: "unavailable"; readonly reason: string };
+  readonly cli: () => T;
+}
+
+function choose<T>(options: BackendOptions, choice: Choice<T>): T {
+  if (options.backend === "cli") return choice.cli();
+  const opened = choice.open();
+  if (opened.kind === "ok") {
+    options.logger.info(`${choice.what} through netlink`, { backend: "netlink" });
+    return opened.backend;
+  }
+  if (options.backend === "netlink") {
+    throw new BackendUnavailableError(choice.option, choice.variable, opened.reason);
+  }
+  options.logger.info(
+    `netlink ${choice.what} unavailable; ${choice.what} through ${choice.cliName}`,
+    {
+      backend: "cli",
+      reason: opened.reason,
+    },
+  );
+  return choice.cli();
 }

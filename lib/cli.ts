@@ -15,7 +15,7 @@
  */
 import { Command, CommanderError, Option } from "@commander-js/extra-typings";
 import { type Cidr, parseAddress, parseCidr } from "./cidr.ts";
-import type { Config, DeleteBackend, LogFormat, LogLevel, NatSource } from "./config.ts";
+import type { Backend, Config, LogFormat, LogLevel, NatSource } from "./config.ts";
 import { parseGoDuration } from "./duration.ts";
 
 /** One agent option, as documented in the README, the help and the DaemonSet. */
@@ -156,6 +156,15 @@ const DELETE_BACKEND: FlagSpec = {
   value: "<backend>",
 };
 
+const LIST_BACKEND: FlagSpec = {
+  flag: "--list-backend",
+  env: "CONNTRACK_CLEANER_LIST_BACKEND",
+  default: "auto",
+  accepts: "auto, netlink or cli",
+  help: "how the table is listed",
+  value: "<backend>",
+};
+
 const FLAG_SPECS: readonly FlagSpec[] = [
   DUMP_FREQUENCY,
   RENEWAL_THRESHOLD,
@@ -170,6 +179,7 @@ const FLAG_SPECS: readonly FlagSpec[] = [
   EXCLUDE_DESTINATIONS,
   PORTS,
   NAT_SOURCE,
+  LIST_BACKEND,
   DELETE_BACKEND,
 ];
 
@@ -481,10 +491,15 @@ function buildConfig(
       ["auto", "iptables", "nftables", "off"],
       NAT_SOURCE.accepts,
     ),
-    deleteBackend: parseChoice<DeleteBackend>(
+    deleteBackend: parseChoice<Backend>(
       orDefault(DELETE_BACKEND),
       ["auto", "netlink", "cli"],
       DELETE_BACKEND.accepts,
+    ),
+    listBackend: parseChoice<Backend>(
+      orDefault(LIST_BACKEND),
+      ["auto", "netlink", "cli"],
+      LIST_BACKEND.accepts,
     ),
   };
 }

@@ -12,8 +12,8 @@ export type LogFormat = "json" | "text";
 export type LogLevel = "debug" | "info" | "warning" | "error";
 /** Where the NAT rule learns which destinations the node translates. */
 export type NatSource = "auto" | "iptables" | "nftables" | "off";
-/** How flows are deleted. */
-export type DeleteBackend = "auto" | "netlink" | "cli";
+/** How the table is listed and flows are deleted: netlink through FFI, or the conntrack CLI. */
+export type Backend = "auto" | "netlink" | "cli";
 
 /** Everything the agent needs to run. */
 export interface Config {
@@ -77,5 +77,10 @@ export interface Config {
    * Deletion backend (`CONNTRACK_CLEANER_DELETE_BACKEND`).
    * @default {"auto"}
    */
-  readonly deleteBackend: DeleteBackend;
+  readonly deleteBackend: Backend;
+  /**
+   * Listing backend (`CONNTRACK_CLEANER_LIST_BACKEND`).
+   * @default {"auto"}
+   */
+  readonly listBackend: Backend;
 }

@@ -10,7 +10,8 @@ import type { DeleteFailure, DeleteOutcome, Deleter } from "./deleter.ts";
 import type { Candidate, Flow } from "./flow.ts";
 import { flowKey } from "./flow.ts";
 import { splitLineBatches, splitLines } from "./lines.ts";
-import type { LineMemo } from "./memo.ts";
+import type { Dump, Lister, ListOptions } from "./lister.ts";
+import { LineMemo } from "./memo.ts";
 import { tokenizeLine } from "./tokenizer.ts";
 
 /**
@@ -21,52 +22,14 @@ import { tokenizeLine } from "./tokenizer.ts";
  */
 export const LIST_ARGS: readonly string[] = ["-L", "-p", "tcp", "-u", "UNREPLIED", "-o", "id"];
 
-/** A line the tokenizer rejected, kept for the once-per-cycle warning. */
-export interface Unparsable {
-  /** How many lines of this dump were rejected. */
-  readonly count: number;
-  /** The first rejected line, cut to 200 characters. */
-  readonly firstLine: string;
-  /** Why it was rejected. */
-  readonly firstReason: string;
-}
-
-/** The result of one listing; its candidates went to {@link DumpOptions.onBatch} as read. */
-export type Dump =
-  | {
-    readonly kind: "ok";
-    /** Lines printed. */
-    readonly lines: number;
-    /** Rejected lines, when any. */
-    readonly unparsable: Unparsable | undefined;
-  }
-  | {
-    readonly kind: "failed";
-    /** One line saying why, including conntrack's own message. */
-    readonly reason: string;
-  };
-
-/**
- * Receives a listing's candidates as they are read, one batch per read from conntrack, in
- * listing order. A table that changes during the listing can print an entry twice; the tracker
- * counts such a duplicate once. The listing waits for a returned promise.
- */
-export type CandidateSink = (batch: readonly Candidate[]) => void | Promise<void>;
-
-/** Where and how to list. */
-export interface DumpOptions {
+/** Where and how to list with conntrack. */
+export interface DumpOptions extends ListOptions {
   /** The conntrack program. */
   readonly conntrack: string;
-  /** Where the candidates that pass `accept` go. */
-  readonly onBatch: CandidateSink;
   /** Extra listing arguments (kernel-side filters), appended to {@link LIST_ARGS}. */
   readonly extraArgs?: readonly string[];
-  /** Keeps only the candidates the operator aimed the agent at. */
-  readonly accept?: (flow: Flow) => boolean;
   /** Remembers lines from one listing to the next, so that unchanged lines are not parsed. */
   readonly memo?: LineMemo;
-  /** Aborting kills conntrack and yields a failed dump. */
-  readonly signal?: AbortSignal;
   /**
    * A listing still running after this many ms is killed and counts as failed, so that a hung
    * conntrack costs one cycle, not the loop. A 1M-entry table lists in about a second.
@@ -136,6 +99,18 @@ export async function listCandidates(spawn: SpawnCommand, options: DumpOptions):
   }
   const unparsable = rejected > 0 ? { count: rejected, firstLine, firstReason } : undefined;
   return { kind: "ok", lines, unparsable };
+}
+
+/**
+ * The listing backend that runs `conntrack -L` (see {@link listCandidates}), with a
+ * {@link LineMemo} of its own so that unchanged lines are not parsed again.
+ */
+export function createCliLister(spawn: SpawnCommand, conntrack: string): Lister {
+  const memo = new LineMemo();
+  return {
+    name: "cli",
+    list: (options) => listCandidates(spawn, { ...options, conntrack, memo }),
+  };
 }
 
 /**

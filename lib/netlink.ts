@@ -18,6 +18,7 @@
  */
 import type { DeleteFailure, DeleteOutcome, Deleter } from "./deleter.ts";
 import type { Flow, Tuple } from "./flow.ts";
+import { libraryPaths } from "./library_paths.ts";
 
 /** Result of {@link openNetlinkDeleter}. */
 export type NetlinkOpen =
@@ -46,15 +47,7 @@ export interface NetlinkOptions {
 const LIBRARY = "libnetfilter_conntrack.so.3";
 
 /** Where libnetfilter_conntrack is looked for by default: the multiarch and lib64 directories. */
-export const DEFAULT_LIBRARY_PATHS: readonly string[] = [
-  "x86_64-linux-gnu",
-  "aarch64-linux-gnu",
-  "arm-linux-gnueabihf",
-  "powerpc64le-linux-gnu",
-  "s390x-linux-gnu",
-  "riscv64-linux-gnu",
-].flatMap((arch) => [`/usr/lib/${arch}/${LIBRARY}`, `/lib/${arch}/${LIBRARY}`])
-  .concat([`/usr/lib64/${LIBRARY}`, `/usr/lib/${LIBRARY}`, `/lib64/${LIBRARY}`, LIBRARY]);
+export const DEFAULT_LIBRARY_PATHS: readonly string[] = libraryPaths(LIBRARY);
 
 // Values from libnetfilter_conntrack 1.0.9's headers and the kernel's uapi, checked by compiling
 // a program against /usr/include/libnetfilter_conntrack (see bench/RESULTS.md).

@@ -2,13 +2,12 @@ import assert from "node:assert/strict";
 import type { Agent, AgentOptions } from "../lib/agent.ts";
 import type { SpawnCommand } from "../lib/command.ts";
 import { createAgent } from "../lib/agent.ts";
-import { CLI_DELETE_PIECE, createCliDeleter } from "../lib/conntrack.ts";
+import { CLI_DELETE_PIECE, createCliDeleter, createCliLister } from "../lib/conntrack.ts";
 import type { NatReader } from "../lib/nat.ts";
 import type { CycleReport } from "../lib/report.ts";
 import { FakeClock, FakeConntrack, RecordingLogger, staleFlow } from "./fakes.ts";
 
 const ORIGINAL: AgentOptions = {
-  conntrack: "conntrack",
   periodMs: 1000,
   renewalThreshold: 3,
   unrepliedMaxAgeMs: 0,
@@ -23,7 +22,7 @@ function setup(options: Partial<AgentOptions> = {}, nat?: NatReader) {
   // Calls through `ct.spawn` late, so a test can slow the fake down after the agent is built.
   const spawn: SpawnCommand = (program, args, opts) => ct.spawn(program, args, opts);
   const agent = createAgent({
-    spawn,
+    lister: createCliLister(spawn, "conntrack"),
     clock,
     logger,
     deleter: createCliDeleter(spawn, "conntrack"),
@@ -297,7 +296,7 @@ Deno.test("agent reports progress inside a cycle while it lists and while it del
   for (let i = 0; i < 3; i++) ct.add(staleFlow(40000 + i));
   const events: string[] = [];
   const agent = createAgent({
-    spawn: ct.spawn,
+    lister: createCliLister(ct.spawn, "conntrack"),
     clock,
     logger: new RecordingLogger(),
     deleter: {
@@ -324,7 +323,7 @@ Deno.test("agent logs ten failed deletions one by one and counts the rest in one
   const logger = new RecordingLogger();
   for (let i = 0; i < 25; i++) ct.add(staleFlow(40000 + i));
   const agent = createAgent({
-    spawn: ct.spawn,
+    lister: createCliLister(ct.spawn, "conntrack"),
     clock,
     logger,
     deleter: {

@@ -55,6 +55,7 @@ const BAD_VALUES: ReadonlyArray<readonly [string, readonly string[]]> = [
   ["--port", ["0", "65536", "http", "80,-1", "1.5"]],
   ["--nat-source", ["ipchains", ""]],
   ["--delete-backend", ["ebpf", ""]],
+  ["--list-backend", ["ebpf", "", "NETLINK"]],
 ];
 
 for (const [flag, values] of BAD_VALUES) {
@@ -118,6 +119,7 @@ Deno.test("parseInvocation() uses the documented defaults", () => {
     ports: [],
     natSource: "auto",
     deleteBackend: "auto",
+    listBackend: "auto",
   });
 });
 
@@ -150,6 +152,7 @@ Deno.test("parseInvocation() reads every option from the environment", () => {
       CONNTRACK_CLEANER_PORTS: "80,443",
       CONNTRACK_CLEANER_NAT_SOURCE: "nftables",
       CONNTRACK_CLEANER_DELETE_BACKEND: "cli",
+      CONNTRACK_CLEANER_LIST_BACKEND: "netlink",
     }),
     {
       dumpFrequencyMs: 90_000,
@@ -166,6 +169,7 @@ Deno.test("parseInvocation() reads every option from the environment", () => {
       ports: [80, 443],
       natSource: "nftables",
       deleteBackend: "cli",
+      listBackend: "netlink",
     },
   );
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createAgent } from "../lib/agent.ts";
-import { createCliDeleter } from "../lib/conntrack.ts";
+import { createCliDeleter, createCliLister } from "../lib/conntrack.ts";
 import type { ScanOptions } from "../lib/scan.ts";
 import { runScan } from "../lib/scan.ts";
 import { FakeClock, FakeConntrack, RecordingLogger, staleFlow } from "./fakes.ts";
@@ -9,12 +9,11 @@ function setup(options: Partial<ScanOptions> = {}) {
   const clock = new FakeClock();
   const ct = new FakeConntrack(clock);
   const agent = createAgent({
-    spawn: ct.spawn,
+    lister: createCliLister(ct.spawn, "conntrack"),
     clock,
     logger: new RecordingLogger(),
     deleter: createCliDeleter(ct.spawn, "conntrack"),
   }, {
-    conntrack: "conntrack",
     periodMs: 1000,
     renewalThreshold: 3,
     unrepliedMaxAgeMs: 1000,

@@ -201,6 +201,8 @@ Deno.test("main.ts /readyz turns 503 while dumps keep failing and 200 again when
     await using agent = startAgent([
       ...withAllowRun(command.argv, [fake.program]),
       ...["--conntrack", fake.program, "--nat-source", "off", "--delete-backend", "cli"],
+      // The fake conntrack stands in for listings that fail: list through it.
+      ...["--list-backend", "cli"],
       ...["--dry-run", "--unreplied-max-age", "1s", "--dump-frequency", "500ms"],
       ...["--metrics-address", url.replace("http://", ""), "--log-format", "json"],
     ]);
