@@ -14,18 +14,7 @@ import process from "node:process";
 import { splitLineBatches, splitLines } from "../lib/lines.ts";
 import { LineMemo } from "../lib/memo.ts";
 import { tokenizeLine } from "../lib/tokenizer.ts";
-
-/** A small deterministic generator (mulberry32), so that every run sees the same input. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from "./random.ts";
 
 /** The make-up of generated output. */
 export interface Mix {
@@ -51,7 +40,7 @@ export const LEGACY: Mix = { ipv6: 0.33, id: 0.05, dnat: 0 };
  * `mix` says.
  */
 export function generateLines(count: number, seed = 1, mix: Mix = TYPICAL): string[] {
-  const next = random(seed);
+  const next = mulberry32(seed);
   const lines: string[] = new Array(count);
   for (let n = 0; n < count; n++) {
     const r = next();

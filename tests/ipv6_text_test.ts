@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { mulberry32 } from "../bench/random.ts";
 import { formatIPv6 } from "../lib/ipv6_text.ts";
 
 /** Address family number of IPv6 on Linux. */
@@ -41,18 +42,6 @@ function fromGroups(groups: readonly number[]): Uint8Array<ArrayBuffer> {
     bytes[2 * i + 1] = g & 0xff;
   }
   return bytes;
-}
-
-/** mulberry32: a tiny seeded PRNG, so that a failing random case replays. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 // Every expected text below was printed by glibc 2.36's inet_ntop(AF_INET6, ...); the test
@@ -170,7 +159,7 @@ Deno.test({
   ignore: noLibc,
   fn() {
     const seed = 0x5eed_1e55;
-    const random = prng(seed);
+    const random = mulberry32(seed);
     const word = () => Math.floor(random() * 0x10000);
     // Short values too, so every hex length and dotted-quad octet width shows up.
     const smallWord = () => Math.floor(random() * 0x10 ** (1 + Math.floor(random() * 4)));
