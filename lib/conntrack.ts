@@ -6,7 +6,12 @@
  */
 import { runToEnd, SpawnError } from "./command.ts";
 import type { SpawnCommand } from "./command.ts";
-import type { DeleteFailure, DeleteOutcome, Deleter } from "./deleter.ts";
+import {
+  type DeleteFailure,
+  type DeleteOutcome,
+  type Deleter,
+  STOPPING_REASON,
+} from "./deleter.ts";
 import type { Candidate, Flow } from "./flow.ts";
 import { flowKey } from "./flow.ts";
 import { splitLineBatches, splitLines } from "./lines.ts";
@@ -164,7 +169,11 @@ export function createCliDeleter(spawn: SpawnCommand, conntrack: string): Delete
       for (let at = 0; at < flows.length; at += CLI_DELETE_PIECE) {
         const piece = flows.slice(at, at + CLI_DELETE_PIECE);
         const outcome = signal?.aborted
-          ? { deleted: [], gone: [], failed: piece.map((flow) => ({ flow, reason: STOPPING })) }
+          ? {
+            deleted: [],
+            gone: [],
+            failed: piece.map((flow) => ({ flow, reason: STOPPING_REASON })),
+          }
           : await deletePiece(spawn, conntrack, piece, signal);
         deleted.push(...outcome.deleted);
         gone.push(...outcome.gone);
@@ -175,8 +184,6 @@ export function createCliDeleter(spawn: SpawnCommand, conntrack: string): Delete
     },
   };
 }
-
-const STOPPING = "Cannot delete as the agent is stopping";
 
 /** One `conntrack -R -` process for a few flows. */
 async function deletePiece(

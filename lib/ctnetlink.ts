@@ -24,8 +24,10 @@ const NLMSG_OVERRUN = 4;
 const CT_NEW = (1 << 8) | 0;
 /** `(NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET`. */
 const CT_GET = (1 << 8) | 1;
-const AF_INET = 2;
-const AF_INET6 = 10;
+/** Address families, as the kernel numbers them. */
+export const AF_INET = 2;
+/** See {@link AF_INET}. */
+export const AF_INET6 = 10;
 const NLA_TYPE_MASK = 0x3fff;
 
 // enum ctattr_type
@@ -53,9 +55,39 @@ const CTA_PROTOINFO_TCP = 1;
 const CTA_PROTOINFO_TCP_STATE = 1;
 const CTA_TIMESTAMP_START = 1;
 
-const IPS_SEEN_REPLY = 1 << 1;
-const IPPROTO_TCP = 6;
-const TCP_CONNTRACK_SYN_SENT = 1;
+/** The conntrack status bit of an entry that has seen a reply. */
+export const IPS_SEEN_REPLY = 1 << 1;
+/** TCP's protocol number. */
+export const IPPROTO_TCP = 6;
+/** The kernel's number for the TCP conntrack state `SYN_SENT`. */
+export const TCP_CONNTRACK_SYN_SENT = 1;
+
+const ERRNO_NAMES: Readonly<Record<number, string>> = {
+  1: "EPERM (needs CAP_NET_ADMIN)",
+  2: "ENOENT",
+  4: "EINTR",
+  12: "ENOMEM",
+  13: "EACCES",
+  16: "EBUSY",
+  22: "EINVAL",
+  74: "EBADMSG",
+  105: "ENOBUFS",
+  111: "ECONNREFUSED",
+};
+
+/**
+ * A name for an errno that netlink calls report, with what to do where that is clear.
+ *
+ * @example
+ * ```ts
+ * import { errnoName } from "./ctnetlink.ts";
+ * errnoName(1); // "EPERM (needs CAP_NET_ADMIN)"
+ * errnoName(99); // "errno 99"
+ * ```
+ */
+export function errnoName(code: number): string {
+  return ERRNO_NAMES[code] ?? `errno ${code}`;
+}
 
 /**
  * The request for every entry that has seen no reply, of both families and all zones: the

@@ -13,6 +13,9 @@ export interface DeleteFailure {
   readonly reason: string;
 }
 
+/** Why a flow was left undeleted when the agent was asked to stop during its batch. */
+export const STOPPING_REASON = "Cannot delete as the agent is stopping";
+
 /** What one batch of deletions did. */
 export interface DeleteOutcome {
   /** Flows the kernel removed. */

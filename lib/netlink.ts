@@ -16,8 +16,21 @@
  *
  * @module
  */
-import type { DeleteFailure, DeleteOutcome, Deleter } from "./deleter.ts";
+import {
+  type DeleteFailure,
+  type DeleteOutcome,
+  type Deleter,
+  STOPPING_REASON,
+} from "./deleter.ts";
 import type { Flow, Tuple } from "./flow.ts";
+import {
+  AF_INET,
+  AF_INET6,
+  errnoName,
+  IPPROTO_TCP,
+  IPS_SEEN_REPLY,
+  TCP_CONNTRACK_SYN_SENT,
+} from "./ctnetlink.ts";
 import { libraryPaths } from "./library_paths.ts";
 
 /** Result of {@link openNetlinkDeleter}. */
@@ -77,23 +90,7 @@ const ATTR = {
   ORIG_ZONE: 68,
   REPL_ZONE: 69,
 } as const;
-const AF_INET = 2;
-const AF_INET6 = 10;
-const IPPROTO_TCP = 6;
-const TCP_CONNTRACK_SYN_SENT = 1;
-const IPS_SEEN_REPLY = 1 << 1;
 const ENOENT = 2;
-const ERRNO_NAMES: Readonly<Record<number, string>> = {
-  1: "EPERM (needs CAP_NET_ADMIN)",
-  2: "ENOENT",
-  4: "EINTR",
-  12: "ENOMEM",
-  13: "EACCES",
-  16: "EBUSY",
-  22: "EINVAL",
-  105: "ENOBUFS",
-  111: "ECONNREFUSED",
-};
 
 const SYMBOLS = {
   nfct_open: { parameters: ["u8", "u32"], result: "pointer" },
@@ -253,7 +250,7 @@ class NetlinkDeleter implements Deleter, Disposable {
         continue;
       }
       if (signal?.aborted) {
-        failed.push({ flow, reason: "Cannot delete as the agent is stopping" });
+        failed.push({ flow, reason: STOPPING_REASON });
         continue;
       }
       const result = this.#deleteOne(flow);
@@ -475,10 +472,6 @@ function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-function errnoName(code: number): string {
-  return ERRNO_NAMES[code] ?? `errno ${code}`;
 }
 
 /** The calling thread's errno, read through libc. */

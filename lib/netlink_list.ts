@@ -10,7 +10,7 @@
  * @module
  */
 import type { Candidate } from "./flow.ts";
-import { dumpRequest, readDumpBuffer } from "./ctnetlink.ts";
+import { dumpRequest, errnoName, readDumpBuffer } from "./ctnetlink.ts";
 import { libraryPaths } from "./library_paths.ts";
 import type { Dump, Lister, ListOptions } from "./lister.ts";
 
@@ -61,7 +61,6 @@ const SYMBOLS = {
 const NETLINK_NETFILTER = 12;
 /** The kernel fills at most 32 KiB per message batch; twice that leaves room. */
 const RECEIVE_SIZE = 64 * 1024;
-const EPERM = 1;
 
 /**
  * Loads libmnl and returns the netlink lister, or why it cannot be used (library missing,
@@ -166,8 +165,5 @@ class NetlinkLister implements Lister, Disposable {
 }
 
 function errorReason(errno: number): string {
-  if (errno === EPERM) {
-    return "netlink dump refused (EPERM): the agent needs CAP_NET_ADMIN in the node's network namespace";
-  }
-  return `netlink dump failed: errno ${errno}`;
+  return `netlink dump failed: ${errnoName(errno)}`;
 }
