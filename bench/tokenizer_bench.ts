@@ -90,11 +90,17 @@ async function splitAll(chunks: readonly Uint8Array[]): Promise<number> {
   return count;
 }
 
+/** Lines handled before timing starts, so that V8 has compiled the code being measured. */
+const WARM_UP_LINES = 300_000;
+
 /**
  * Prints lines per second for `lines` lines handled by `run`: best of three, by wall clock and by
- * the process's CPU time (which other load on the machine inflates far less).
+ * the process's CPU time (which other load on the machine inflates far less). Rounds that handle
+ * the first {@link WARM_UP_LINES} lines are not timed: the small sizes would otherwise measure
+ * V8's compilers, whose background threads also count as CPU time.
  */
 async function report(name: string, lines: number, run: () => unknown): Promise<void> {
+  for (let warmed = 0; warmed < WARM_UP_LINES; warmed += lines) await run();
   let wall = Infinity;
   let cpu = Infinity;
   for (let round = 0; round < 3; round++) {

@@ -15,12 +15,14 @@
  *
  * @module
  */
+import { ownCopy } from "./copy.ts";
+import { digitsValue } from "./digits.ts";
 import type { Candidate } from "./flow.ts";
 import { OTHER_LINE, type ParsedLine, tokenizeLine } from "./tokenizer.ts";
 
 /** What the memo keeps of one line. Mutated in place: replacing it every listing costs more. */
 interface Slot {
-  /** The line from the space after the timer to its end, as one flat string. */
+  /** The line from the space after the timer to its end, copied out of its chunk. */
   readonly rest: string;
   /** The candidate the tokenizer read (its timeout is stale), or undefined for `other`. */
   readonly candidate: Candidate | undefined;
@@ -90,7 +92,7 @@ export class LineMemo {
     const parsed = tokenizeLine(line);
     if (fresh && parsed.kind !== "malformed") {
       this.#slots.set(slotKey, {
-        rest: flatCopy(line.slice(timerEnd)),
+        rest: ownCopy(line.slice(timerEnd)),
         candidate: parsed.kind === "candidate" ? parsed.candidate : undefined,
         seen: this.#listing,
       });
@@ -156,12 +158,6 @@ function sameRest(rest: string, line: string, from: number): boolean {
   return line.length - from === rest.length && line.slice(from) === rest;
 }
 
-function digitsValue(line: string, start: number, end: number): number {
-  let value = 0;
-  for (let i = start; i < end; i++) value = value * 10 + line.charCodeAt(i) - ZERO;
-  return value;
-}
-
 /** The candidate of a remembered line with the timer of its latest sighting. */
 function withTimeout(c: Candidate, timeout: number): Candidate {
   // Spelled out rather than spread: one object of the same shape every time.
@@ -173,13 +169,4 @@ function withTimeout(c: Candidate, timeout: number): Candidate {
   return c.id === undefined
     ? { flow: c.flow, key: c.key, timeout, deltaTime: c.deltaTime }
     : { flow: c.flow, key: c.key, timeout, deltaTime: c.deltaTime, id: c.id };
-}
-
-/**
- * A copy of `text` that shares no memory with it: V8 keeps a substring of 13 characters or more
- * as a view of its parent, here the 64 KiB chunk the line was cut from, which the memo must not
- * keep alive.
- */
-function flatCopy(text: string): string {
-  return [text, ""].join("");
 }

@@ -8,17 +8,20 @@
  * conntrack could not have printed is reported as malformed rather than half-read.
  *
  * The tokenizer is on the hot path: one call per table entry per cycle. TCP lines in the
- * printer's field order, nearly all of a dump, are matched by one native pattern, which V8 runs
- * several times faster than any JavaScript character loop; a candidate is then read from the
- * places the pattern guarantees, with native searches and as few character loops as possible
- * (they cost 2-4 ns a character, the pattern about 0.5). Every other line goes to a reader that
- * takes fields by name in any order and says what is wrong with a malformed line; it walks the
- * line by character code and keeps its state in local variables. Neither allocates anything for
- * a line that is not a candidate, and both give the same results (a test holds them to it).
+ * printer's field order, nearly all of a dump, are matched by native patterns, which V8 runs
+ * several times faster than any JavaScript character loop (they cost 2-4 ns a character, a
+ * pattern about 0.5). A candidate's pattern captures what the candidate keeps, so reading it
+ * takes no search of the line; any other TCP line is checked by a pattern that builds nothing.
+ * Every other line goes to a reader that takes fields by name in any order and says what is wrong
+ * with a malformed line; it walks the line by character code and keeps its state in local
+ * variables. Both give the same results (a test holds them to it), and what a candidate keeps
+ * holds no part of the text its line was cut from (another test holds that).
  *
  * @module
  */
 import type { Candidate, Family, Flow, Tuple } from "./flow.ts";
+import { ownCopy } from "./copy.ts";
+import { digitsValue } from "./digits.ts";
 import { flowKey } from "./flow.ts";
 
 /**
@@ -171,11 +174,14 @@ export function tokenizeLineByFields(line: string): ParsedLine {
 // The fast path. One native pattern match per line reads the common TCP lines several times
 // faster than any character loop can; the field-by-field reader below takes whatever the
 // patterns do not (other protocols, other orders, malformed lines) and gives the same results.
-// Non-global RegExps keep no state between uses, so these constants are immutable.
+// Both patterns are sticky: a line that fails then fails at its start, where an unanchored search
+// would try again at every position first. Their only state, `lastIndex`, is reset before each
+// use.
 //
 // Number patterns order their alternatives so that common values match with little
-// backtracking; each number is followed by a space or the end of the line in every pattern, so
-// the order never changes what matches.
+// backtracking (measured: longest forms first, or a length lookahead, cost 5% more per line);
+// each number is followed by a space or the end of the line in every pattern, so the order
+// never changes what matches.
 const U8 = "(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]\\d|\\d)";
 const U16 = "(?:[1-9]\\d{0,3}|0|[1-5]\\d{4}|6[0-4]\\d{3}|65[0-4]\\d\\d|655[0-2]\\d|6553[0-5])";
 const U32 =
@@ -199,89 +205,101 @@ const STATE = "[A-Z][A-Z0-9_]*";
 /** The flag that may follow the original tuple. */
 const UNREPLIED_MAYBE = "(?: \\[UNREPLIED\\])?";
 
-/** A TCP line's own numbers and addresses, as patterns; captured or not. */
-interface Parts {
-  /** The four addresses. */
-  readonly address: string;
-  /** Ports. */
-  readonly port: string;
-  /** `zone=`, `zone-orig=`, `zone-reply=`. */
-  readonly zone: string;
-  /** The timeout and `id=`. */
-  readonly id: string;
-  /** `delta-time=`, which becomes a JS number and so stays below 2^53. */
-  readonly delta: string;
+/** `delta-time=`, which becomes a JS number and so stays below 2^53. */
+const DELTA = "(?:[1-9]\\d{0,14}|0)";
+/** Accounting counters, printed after each tuple when accounting is on. */
+const COUNTERS = `(?: packets=${U64} bytes=${U64})?`;
+
+/** `src=A dst=B sport=P dport=Q`, with `address` as the pattern of an address. */
+function tuplePattern(address: string): string {
+  return `src=${address} dst=${address} sport=${U16} dport=${U16}`;
 }
 
 /**
- * The part of a TCP line after the state word, up to the end of the line.
- *
- * With `splitAtReply`, the original tuple is captured (four groups from `firstGroup` on, for
- * back-references only: test() never builds their substrings) and the reply tuple and the rest
- * are matched by a lookahead when the reply mirrors the original's text crosswise (no NAT), and
- * consumed otherwise. A sticky pattern's `lastIndex` then tells the two apart after test(): it
- * stops at the reply tuple for a mirrored entry, and at the end of the line for any other.
+ * What follows the reply tuple, to the end of the line, in the printer's order. With `capture`,
+ * the four fields a candidate keeps are groups: `zone-reply=`, `zone=`, `delta-time=` and `id=`.
  */
-function tcpBody(unreplied: string, p: Parts, splitAtReply = false, firstGroup = 1): string {
-  const counters = ` packets=${U64} bytes=${U64}`;
-  const tuple = `src=${p.address} dst=${p.address} sport=${p.port} dport=${p.port}`;
-  const rest = `(?: zone-reply=${p.zone})?(?:${counters})?` +
+function trailerPattern(capture: boolean): string {
+  // Captured numbers are only shaped here and range-checked as they are read: trying a range
+  // pattern's alternatives costs more than the check.
+  const zone = capture ? "(\\d{1,5})" : U16;
+  const delta = capture ? "(\\d{1,16})" : DELTA;
+  const id = capture ? "(\\d{1,10})" : U32;
+  return `(?: zone-reply=${zone})?${COUNTERS}` +
     `(?: \\[(?:ASSURED|OFFLOAD|HW_OFFLOAD)\\])?(?: mark=${U32})?(?: secmark=${U32})?` +
-    `(?: secctx=${TEXT})?(?: zone=${p.zone})?(?: delta-time=${p.delta})?` +
+    `(?: secctx=${TEXT})?(?: zone=${zone})?(?: delta-time=${delta})?` +
     `(?: \\[start=[^\\]]+\\])?(?: \\[stop=[^\\]]+\\])?(?: helper=${TEXT})?(?: use=${U32})?` +
-    `(?: id=${p.id})?(?: labels=${TEXT})?$`;
-  const head = `(?: zone-orig=${p.zone})?(?:${counters})?${unreplied} `;
-  if (!splitAtReply) return `${tuple}${head}${tuple}${rest}`;
-  const g = (n: number) => `\\${firstGroup + n}`;
-  const original = `src=(${p.address}) dst=(${p.address}) sport=(${p.port}) dport=(${p.port})`;
-  const mirror = `src=${g(1)} dst=${g(0)} sport=${g(3)} dport=${g(2)}`;
-  return `${original}${head}(?:(?=${mirror}${rest})|${tuple}${rest})`;
+    `(?: id=${id})?(?: labels=${TEXT})?$`;
 }
 
-/** Fully checked parts of one family. */
-function strictParts(address: string): Parts {
-  return { address, port: U16, zone: U16, id: U32, delta: "(?:[1-9]\\d{0,14}|0)" };
+/**
+ * The part of any TCP line after the state word, for addresses matching `address`. The original
+ * tuple's four values are groups from `first` on, so that a reply tuple that mirrors them (no NAT,
+ * most entries) is matched by back-reference, several times faster than by the patterns again.
+ */
+function entryBody(address: string, first: number): string {
+  const g = (n: number) => `\\${first + n}`;
+  return `src=(${address}) dst=(${address}) sport=(${U16}) dport=(${U16})` +
+    `(?: zone-orig=${U16})?${COUNTERS}${UNREPLIED_MAYBE} ` +
+    `(?:src=${g(1)} dst=${g(0)} sport=${g(3)} dport=${g(2)}|${tuplePattern(address)})` +
+    trailerPattern(false);
 }
 
 /**
  * Any well-formed TCP line, fully checked by the pattern: an IPv4 and an IPv6 alternative, so
- * that families cannot mix.
+ * that families cannot mix. test() only: its groups serve the back-references.
  */
 const TCP_ENTRY = new RegExp(
-  `^(?:(?:ipv4 +2 +)?tcp +6 +${U32} +${STATE} +${tcpBody(UNREPLIED_MAYBE, strictParts(V4))}` +
-    `|(?:ipv6 +10 +)?tcp +6 +${U32} +${STATE} +${tcpBody(UNREPLIED_MAYBE, strictParts(V6))})`,
+  `^(?:(?:ipv4 +2 +)?tcp +6 +${U32} +${STATE} +${entryBody(V4, 1)}` +
+    `|(?:ipv6 +10 +)?tcp +6 +${U32} +${STATE} +${entryBody(V6, 5)})`,
+  "y",
 );
 
+// Groups of TCP_CANDIDATE. Each family's alternative has ten, in this order from its first.
+const G_TIMEOUT = 1;
+const G_IPV4 = 2;
+const G_IPV6 = 12;
+const G_TUPLE = 0; // the original tuple's text, from `src=` to the `dport=` value
+const G_SRC = 1;
+const G_DST = 2;
+const G_SPORT = 3;
+const G_DPORT = 4;
+const G_ORIG_ZONE = 5;
+const G_REPLY_SRC = 6; // the reply tuple's groups take part only when it is not the mirror
+const G_REPLY_DST = 7;
+const G_REPLY_SPORT = 8;
+const G_REPLY_DPORT = 9;
+const G_REPLY_ZONE = 22;
+const G_ZONE = 23;
+const G_DELTA = 24;
+const G_ID = 25;
+
 /**
- * A TCP `SYN_SENT [UNREPLIED]` line in the printer's field order, with an alternative per family
- * so that families cannot mix (an IPv4 address has no colon, an IPv6 one has one, so the first
- * address tells which alternative matched). The pattern checks the shape only (IPv4 addresses in
- * full; IPv6 addresses and numbers are checked as they are read, which costs less than checking
- * them twice), and test() builds no substring: a substring for every group cost more than the
- * match itself, so {@link candidateFromLine} walks the matched line instead, where the pattern
- * guarantees where every field sits. A line that does not match costs no allocation.
+ * A TCP `SYN_SENT [UNREPLIED]` line in the printer's field order, with every number checked, and
+ * with an alternative per family so that families cannot mix (an IPv4 address has no colon, an
+ * IPv6 one has one). IPv6 addresses are checked as they are read, which costs less than a pattern.
  *
- * Sticky, so that `lastIndex` tells an entry without NAT (nearly all candidates), whose reply
- * tuple then needs no reading at all, from the others (see {@link tcpBody}). It is the only
- * pattern here with state: {@link tokenizeTcpLine} sets `lastIndex` before every use.
+ * The groups hold what a candidate keeps, so that reading it takes no search of the line: exec()
+ * builds their substrings natively for less than a JavaScript walk of the line cost. A reply tuple
+ * that mirrors the original crosswise (no NAT, nearly every candidate) is matched by
+ * back-references and builds nothing; the groups of a NATed one take part instead.
  */
 const TCP_CANDIDATE = candidatePattern();
 
 function candidatePattern(): RegExp {
-  const parts = (address: string) => ({
-    address,
-    port: "\\d+",
-    zone: "\\d{1,5}",
-    id: "\\d{1,10}",
-    delta: "\\d{1,16}",
-  });
+  const family = (address: string, first: number) => {
+    const g = (n: number) => `\\${first + n}`;
+    return `(src=(${address}) dst=(${address}) sport=(\\d{1,5}) dport=(\\d{1,5}))` +
+      `(?: zone-orig=(\\d{1,5}))?${COUNTERS} \\[UNREPLIED\\] ` +
+      `(?:src=${g(G_DST)} dst=${g(G_SRC)} sport=${g(G_DPORT)} dport=${g(G_SPORT)}` +
+      `|src=(${address}) dst=(${address}) sport=(\\d{1,5}) dport=(\\d{1,5}))`;
+  };
   // Any text with a colon may be IPv6, for isIPv6() to decide: matching a bounded class such as
   // `[0-9a-fA-F:.]{2,45}` costs more than that check.
   const v6 = "[^ ]*:[^ ]*";
   return new RegExp(
-    `^(?:ipv4 +2 +|ipv6 +10 +)?tcp +6 +\\d{1,10} +SYN_SENT +` +
-      `(?:${tcpBody(" \\[UNREPLIED\\]", parts(V4), true, 1)}` +
-      `|${tcpBody(" \\[UNREPLIED\\]", parts(v6), true, 5)})`,
+    `^(?:ipv4 +2 +|ipv6 +10 +)?tcp +6 +(\\d{1,10}) +SYN_SENT +` +
+      `(?:${family(V4, G_IPV4)}|${family(v6, G_IPV6)})${trailerPattern(true)}`,
     "y",
   );
 }
@@ -289,184 +307,152 @@ function candidatePattern(): RegExp {
 /** The fast path: a result for a TCP line in the printer's order, undefined for anything else. */
 function tokenizeTcpLine(line: string): ParsedLine | undefined {
   TCP_CANDIDATE.lastIndex = 0;
-  if (TCP_CANDIDATE.test(line)) {
-    // A mirrored entry's match stops at its reply tuple.
-    return candidateFromLine(line, TCP_CANDIDATE.lastIndex < line.length);
-  }
+  const match = TCP_CANDIDATE.exec(line);
+  if (match !== null) return candidateFromMatch(line, match);
+  TCP_ENTRY.lastIndex = 0;
   return TCP_ENTRY.test(line) ? OTHER_LINE : undefined;
 }
 
-/** The key prefix of a flow in zone 0 with no directional zones, by far the most common. */
-const ZONE_0_PREFIX = "0/-/- ";
+/** V8 copies a substring shorter than this; a longer one is a view of the string it was cut from. */
+const VIEW_MIN = 13;
 
 /**
- * Builds the candidate from a line {@link TCP_CANDIDATE} matched; `mirrored` when its reply tuple
- * mirrors the original (no NAT).
- * Undefined when a number is out of range or not written as conntrack writes it, or an IPv6
- * address is impossible, for the field-by-field reader to explain.
+ * Builds the candidate from a line {@link TCP_CANDIDATE} matched. Undefined when a number is out
+ * of range or not written as conntrack writes it, an `ipv4 2` or `ipv6 10` head names the other
+ * family, or an IPv6 address is impossible, for the field-by-field reader to explain.
  *
- * The key is the zones and the original tuple's text, copied out of the line into one flat
- * string, and the original addresses are cut from the key: what outlives the cycle (the key, in
- * the tracker) and what lives through it (the candidate) then hold no part of the decoded chunk
- * the line was cut from (64 KiB; V8 keeps a substring of 13 or more characters as a view of its
- * parent), and the addresses cost no copy of their own.
+ * The hot path is kept small on purpose: V8 then inlines the digit loops, which as calls cost a
+ * tenth of the whole line (see digits.ts for how they are read). Zones and `delta-time=`, rare, are read by {@link rareFields}.
  */
-function candidateFromLine(line: string, mirrored: boolean): ParsedLine | undefined {
-  // The head: an optional `ipv4 2`/`ipv6 10`, then `tcp 6 TIMEOUT SYN_SENT`.
-  // conntrack pads the protocol name to eight characters: `tcp      6 `. Character loops cost
-  // several times more than native searches here, so the usual layout is taken at a glance.
-  const extended = line.charCodeAt(0) === 105 /* i */;
-  let i = 11;
-  // With the pattern matched, a `6` at 9 followed by one space and a digit can only be the
-  // protocol number, with the timeout at 11.
-  if (
-    extended || line.charCodeAt(9) !== 54 /* 6 */ || line.charCodeAt(10) !== SPACE ||
-    !isDigit(line.charCodeAt(11))
-  ) {
-    i = extended ? line.indexOf("tcp") + 3 : 3;
-    while (line.charCodeAt(i) === SPACE) i++;
-    i++; // `6`
-    while (line.charCodeAt(i) === SPACE) i++;
+function candidateFromMatch(line: string, m: RegExpExecArray): ParsedLine | undefined {
+  const v6 = m[G_IPV6] !== undefined;
+  if (line.charCodeAt(0) === 105 /* i */ && (line.charCodeAt(3) === 54) /* 6 */ !== v6) {
+    return undefined;
   }
-  let e = line.indexOf(" ", i);
-  const timeout = digitsValue(line, i, e);
+  const g = v6 ? G_IPV6 : G_IPV4;
+  // The key holds the original tuple's text, which must read as flowKey() writes the numbers.
+  const sport = portValue(m[g + G_SPORT]!);
+  const dport = portValue(m[g + G_DPORT]!);
+  const timeoutText = m[G_TIMEOUT]!;
+  const timeout = digitsValue(timeoutText, 0, timeoutText.length);
+  const idText = m[G_ID];
+  const id = idText === undefined ? -1 : digitsValue(idText, 0, idText.length);
+  if (sport < 0 || dport < 0 || timeout > MAX_U32 || id > MAX_U32) return undefined;
+  const rare = m[g + G_ORIG_ZONE] !== undefined || m[G_REPLY_ZONE] !== undefined ||
+      m[G_ZONE] !== undefined || m[G_DELTA] !== undefined
+    ? rareFields(m, g)
+    : NO_RARE_FIELDS;
+  if (rare === undefined) return undefined;
 
-  // The original tuple: `src=A dst=B sport=P dport=Q`, single spaces, usually right after
-  // ` SYN_SENT `.
-  const oSrc = line.charCodeAt(e + 10) === 115 /* s */ ? e + 14 : line.indexOf("src=", e) + 4;
-  const oSrcEnd = line.indexOf(" ", oSrc);
-  // The pattern's IPv4 alternative has no colon, its IPv6 one a colon in every address.
-  const v6 = hasColon(line, oSrc, oSrcEnd);
-  if (extended && (line.charCodeAt(3) === 54 /* 6 */) !== v6) return undefined;
-  const oDst = oSrcEnd + 5;
-  const oDstEnd = line.indexOf(" ", oDst);
-  const oSportEnd = line.indexOf(" ", oDstEnd + 7);
-  const oSport = canonicalPort(line, oDstEnd + 7, oSportEnd);
-  const oEnd = line.indexOf(" ", oSportEnd + 7); // `[UNREPLIED]` always follows
-  const oDport = canonicalPort(line, oSportEnd + 7, oEnd);
+  // `prefix + tuple` is a pair of pointers, the tuple a view of the line: as a key kept by the
+  // tracker it would keep the line's decoded chunk of the dump (64 KiB) alive. Cutting the source
+  // address out of the pair makes V8 copy it into one flat string in place first, for no more
+  // than join() would cost; tests/tokenizer_memory_test.ts holds this.
+  const key = rare.prefix + m[g + G_TUPLE];
+  const oSrc = m[g + G_SRC]!;
+  const oDst = m[g + G_DST]!;
+  const srcAt = rare.prefix.length + 4; // after `src=`
+  const dstAt = srcAt + oSrc.length + 5; // after ` dst=`
+  const src = key.slice(srcAt, srcAt + oSrc.length);
+  const dst = oDst.length < VIEW_MIN ? oDst : key.slice(dstAt, dstAt + oDst.length);
 
-  // Optional `zone-orig=` and counters, then ` [UNREPLIED]`.
-  let origZone = -1;
-  i = oEnd + 1;
-  while (line.charCodeAt(i) !== OPEN) {
-    e = line.indexOf(" ", i);
-    if (line.charCodeAt(i) === 122 /* z */) {
-      origZone = parseDecimal(line, i + 10, e, MAX_U16);
-      if (origZone < 0) return undefined;
-    }
-    i = e + 1;
-  }
-
-  // The reply tuple, same shape; it may end the line. A mirrored one is the original's text
-  // crosswise, so of the same length.
-  const rSrc = i + 16; // `[UNREPLIED] src=`
-  let rSrcEnd = 0, rDst = 0, rDstEnd = 0, rSport = oDport, rDport = oSport;
-  let rEnd = rSrc + oEnd - oSrc;
-  if (!mirrored) {
-    rSrcEnd = line.indexOf(" ", rSrc);
-    rDst = rSrcEnd + 5;
-    rDstEnd = line.indexOf(" ", rDst);
-    const rSportEnd = line.indexOf(" ", rDstEnd + 7);
-    rSport = parseDecimal(line, rDstEnd + 7, rSportEnd, MAX_U16);
-    rEnd = line.indexOf(" ", rSportEnd + 7);
-    if (rEnd < 0) rEnd = line.length;
-    rDport = parseDecimal(line, rSportEnd + 7, rEnd, MAX_U16);
-  }
-
-  // `zone-reply=`, counters, flags and the trailer, in the printer's order; only zones,
-  // `delta-time=` and `id=` matter. A `[...]` group may contain spaces.
-  let replyZone = -1, zone = 0, deltaTime = -1, id = -1;
-  i = rEnd + 1;
-  while (i < line.length) {
-    const first = line.charCodeAt(i);
-    if (first === OPEN) {
-      i = line.indexOf("]", i) + 2;
-      continue;
-    }
-    e = line.indexOf(" ", i);
-    if (e < 0) e = line.length;
-    // parseDecimal() answers -1 for a bad number, which here would read as "not printed".
-    if (first === 122 /* z */) {
-      if (line.charCodeAt(i + 4) === 61 /* = */) {
-        zone = parseDecimal(line, i + 5, e, MAX_U16);
-        if (zone < 0) return undefined;
-      } else {
-        replyZone = parseDecimal(line, i + 11, e, MAX_U16);
-        if (replyZone < 0) return undefined;
-      }
-    } else if (first === 100 /* d */) {
-      deltaTime = parseDecimal(line, i + 11, e, Number.MAX_SAFE_INTEGER);
-      if (deltaTime < 0) return undefined;
-    } else if (first === 105 /* i */) {
-      id = digitsValue(line, i + 3, e);
-      if (id > MAX_U32) return undefined;
-    }
-    i = e + 1;
-  }
-  if (timeout > MAX_U32 || oSport < 0 || oDport < 0 || rSport < 0 || rDport < 0) return undefined;
-
-  const prefix = zone === 0 && origZone < 0 && replyZone < 0
-    ? ZONE_0_PREFIX
-    : `${zone}/${origZone < 0 ? "-" : origZone}/${replyZone < 0 ? "-" : replyZone} `;
-  // join() copies into one flat string; `+` would keep the line's slice inside the key.
-  const key = [prefix, line.slice(oSrc - 4, oEnd)].join("");
-  const at = prefix.length + 4 - oSrc; // maps a position in the line to one in the key
-  const src = key.slice(oSrc + at, oSrcEnd + at);
-  const dst = key.slice(oDst + at, oDstEnd + at);
-  // An un-NATed reply repeats the original addresses: share the strings, check them once.
-  const rSrcIsDst = mirrored || sameText(line, rSrc, rSrcEnd, oDst, oDstEnd);
-  const rDstIsSrc = mirrored || sameText(line, rDst, rDstEnd, oSrc, oSrcEnd);
-  if (
-    v6 && !(isIPv6(src, 0, src.length) && isIPv6(dst, 0, dst.length) &&
-      (rSrcIsDst || isIPv6(line, rSrc, rSrcEnd)) && (rDstIsSrc || isIPv6(line, rDst, rDstEnd)))
-  ) return undefined;
+  const reply = m[g + G_REPLY_SRC] === undefined
+    ? { src: dst, dst: src, sport: dport, dport: sport }
+    : natReply(m, g, src, dst);
+  if (reply === undefined || (v6 && !validIPv6Flow(src, dst, reply))) return undefined;
   const flow = flowOf(
     v6 ? "ipv6" : "ipv4",
-    { src, dst, sport: oSport, dport: oDport },
-    {
-      src: rSrcIsDst ? dst : own(line.slice(rSrc, rSrcEnd)),
-      dst: rDstIsSrc ? src : own(line.slice(rDst, rDstEnd)),
-      sport: rSport,
-      dport: rDport,
-    },
-    zone,
-    origZone,
-    replyZone,
+    { src, dst, sport, dport },
+    reply,
+    rare.zone,
+    rare.origZone,
+    rare.replyZone,
   );
-  return candidateOf(flow, key, timeout, deltaTime, id);
+  return candidateOf(flow, key, timeout, rare.deltaTime, id);
 }
+
+/** The fields of a candidate line that are rarely printed, and the key prefix they make. */
+interface RareFields {
+  /** `zone=`, 0 when not printed. */
+  readonly zone: number;
+  /** `zone-orig=`, -1 when not printed. */
+  readonly origZone: number;
+  /** `zone-reply=`, -1 when not printed. */
+  readonly replyZone: number;
+  /** `delta-time=`, -1 when not printed. */
+  readonly deltaTime: number;
+  /** What {@link flowKey} writes before the original tuple. */
+  readonly prefix: string;
+}
+
+/** A flow in zone 0 with no directional zones and no `delta-time=`, by far the most common. */
+const NO_RARE_FIELDS: RareFields = Object.freeze({
+  zone: 0,
+  origZone: -1,
+  replyZone: -1,
+  deltaTime: -1,
+  prefix: "0/-/- ",
+});
+
+/** The zones and `delta-time=` of a matched line, or undefined when one is out of range. */
+function rareFields(m: RegExpExecArray, g: number): RareFields | undefined {
+  const zone = optionalValue(m[G_ZONE], MAX_U16);
+  const origZone = optionalValue(m[g + G_ORIG_ZONE], MAX_U16);
+  const replyZone = optionalValue(m[G_REPLY_ZONE], MAX_U16);
+  const deltaTime = optionalValue(m[G_DELTA], Number.MAX_SAFE_INTEGER);
+  if (
+    zone === OUT_OF_RANGE || origZone === OUT_OF_RANGE || replyZone === OUT_OF_RANGE ||
+    deltaTime === OUT_OF_RANGE
+  ) return undefined;
+  const zoneNumber = Math.max(zone, 0);
+  const prefix = `${zoneNumber}/${origZone < 0 ? "-" : origZone}/${
+    replyZone < 0 ? "-" : replyZone
+  } `;
+  return { zone: zoneNumber, origZone, replyZone, deltaTime, prefix };
+}
+
+/** The reply tuple of a NATed candidate, or undefined when a port is out of range. */
+function natReply(m: RegExpExecArray, g: number, src: string, dst: string): Tuple | undefined {
+  const replySrc = m[g + G_REPLY_SRC]!;
+  const replyDst = m[g + G_REPLY_DST]!;
+  const sport = portValue(m[g + G_REPLY_SPORT]!);
+  const dport = portValue(m[g + G_REPLY_DPORT]!);
+  if (sport < 0 || dport < 0) return undefined;
+  // A DNATed reply still usually repeats the client's address: share the string.
+  return {
+    src: replySrc === dst ? dst : ownCopy(replySrc),
+    dst: replyDst === src ? src : ownCopy(replyDst),
+    sport,
+    dport,
+  };
+}
+
+/** Whether the four addresses of an IPv6 candidate are all addresses `inet_ntop` could print. */
+function validIPv6Flow(src: string, dst: string, reply: Tuple): boolean {
+  return isIPv6(src, 0, src.length) && isIPv6(dst, 0, dst.length) &&
+    (reply.src === dst || isIPv6(reply.src, 0, reply.src.length)) &&
+    (reply.dst === src || isIPv6(reply.dst, 0, reply.dst.length));
+}
+
+/** A port as conntrack writes it (no leading zero, at most 65535), or -1. */
+function portValue(digits: string): number {
+  const length = digits.length;
+  if (length > 5 || (length > 1 && digits.charCodeAt(0) === ZERO)) return -1;
+  const value = digitsValue(digits, 0, length);
+  return value <= MAX_U16 ? value : -1;
+}
+
+/** {@link optionalValue} of a number above its maximum. */
+const OUT_OF_RANGE = -2;
 
 /**
- * The port at `[start, end)`, or -1 when out of range or written with a leading zero: the key
- * holds the original tuple's text, which must read as {@link flowKey} writes the numbers.
+ * The value of an optional group's digits: -1 when the group did not take part, and
+ * {@link OUT_OF_RANGE} above `max`.
  */
-/** Whether `[a, aEnd)` and `[b, bEnd)` of `line` hold the same text (a loop beats startsWith). */
-function sameText(line: string, a: number, aEnd: number, b: number, bEnd: number): boolean {
-  if (aEnd - a !== bEnd - b) return false;
-  for (let i = 0; i < aEnd - a; i++) {
-    if (line.charCodeAt(a + i) !== line.charCodeAt(b + i)) return false;
-  }
-  return true;
-}
-
-function hasColon(line: string, start: number, end: number): boolean {
-  for (let i = start; i < end; i++) {
-    if (line.charCodeAt(i) === COLON) return true;
-  }
-  return false;
-}
-
-function canonicalPort(line: string, start: number, end: number): number {
-  if (end - start > 5 || (end - start > 1 && line.charCodeAt(start) === ZERO)) return -1;
-  const port = digitsValue(line, start, end);
-  return port <= MAX_U16 ? port : -1;
-}
-
-/** The value of `[start, end)`, which the pattern matched as 1 to 10 digits. */
-function digitsValue(line: string, start: number, end: number): number {
-  let value = 0;
-  for (let i = start; i < end; i++) value = value * 10 + line.charCodeAt(i) - ZERO;
-  return value;
+function optionalValue(digits: string | undefined, max: number): number {
+  if (digits === undefined) return -1;
+  const value = digitsValue(digits, 0, digits.length);
+  return value <= max ? value : OUT_OF_RANGE;
 }
 
 /** The list forms: default, extended, id, ktimestamp, acct, and `conntrack -E` events. */
@@ -1390,7 +1376,7 @@ function parseDecimal(line: string, start: number, end: number, max: number): nu
   for (let i = start; i < end; i++) {
     const ch = line.charCodeAt(i);
     if (ch < ZERO || ch > NINE) return -1;
-    value = value * 10 + ch - ZERO;
+    value = value * 10 + (ch - ZERO); // in this order: near 2^53, `+ ch` first would round
   }
   return value <= max ? value : -1;
 }
@@ -1493,13 +1479,13 @@ function makeFlow(
   origZone: number,
   replyZone: number,
 ): Flow {
-  const src = own(read.src);
-  const dst = own(read.dst);
+  const src = ownCopy(read.src);
+  const dst = ownCopy(read.dst);
   const original: Tuple = { src, dst, sport: read.sport, dport: read.dport };
   // An un-NATed reply repeats the original addresses: share the strings.
   const reply: Tuple = {
-    src: readReply.src === read.dst ? dst : own(readReply.src),
-    dst: readReply.dst === read.src ? src : own(readReply.dst),
+    src: readReply.src === read.dst ? dst : ownCopy(readReply.src),
+    dst: readReply.dst === read.src ? src : ownCopy(readReply.dst),
     sport: readReply.sport,
     dport: readReply.dport,
   };
@@ -1519,17 +1505,6 @@ function flowOf(
   if (replyZone < 0) return { family, original, reply, zone, origZone };
   if (origZone < 0) return { family, original, reply, zone, replyZone };
   return { family, original, reply, zone, origZone, replyZone };
-}
-
-/**
- * A copy of `text` that does not point into the string it was cut from. V8 keeps a substring
- * of 13 or more characters as a view of its parent, so an address kept in a candidate would
- * otherwise keep the whole decoded chunk of the dump (64 KiB) alive with it: on a kernel that
- * lists every entry, a few candidates would keep the whole dump. Prefixing and cutting again
- * forces one small flat copy; shorter substrings are copies already.
- */
-function own(text: string): string {
-  return text.length < 13 ? text : (" " + text).slice(1);
 }
 
 /** Wraps a flow as a candidate with its {@link flowKey}. */

@@ -303,6 +303,23 @@ Deno.test("tokenizeLine() answers blank lines and conntrack's summary with the s
 });
 
 /** Variations of a line: spacing, out-of-range numbers, a token dropped, two tokens swapped. */
+/** Numbers at and past the limits of 16-bit, 32-bit and exact (2^53) fields, and malformed ones. */
+const NUMBER_EDGES = [
+  "0",
+  "00",
+  "065",
+  "65535",
+  "65536",
+  "999999999",
+  "1000000000",
+  "4294967295",
+  "4294967296",
+  "9007199254740991",
+  "9007199254740992",
+  "12345678901234567",
+  "x",
+];
+
 function mutations(line: string): string[] {
   const tokens = line.split(" ");
   const out = [line, line.replaceAll(" ", "  "), line.replace(/ (use|mark)=\d+/, "")];
@@ -315,8 +332,9 @@ function mutations(line: string): string[] {
     }
     const token = tokens[n] ?? "";
     out.push([...tokens.slice(0, n), `${token}]`, ...tokens.slice(n + 1)].join(" "));
-    for (const value of ["65536", "4294967296", "00", "x"]) {
-      if (/=\d+$/.test(token)) {
+    // Each number, the timer included, at and past the edges of every range a field has.
+    if (/(^|=)\d+$/.test(token)) {
+      for (const value of NUMBER_EDGES) {
         out.push(
           [...tokens.slice(0, n), token.replace(/\d+$/, value), ...tokens.slice(n + 1)].join(" "),
         );
