@@ -5,7 +5,10 @@
  * and costs less than that listing alone (bench/RESULTS.md, "A listing of our own").
  *
  * The receive runs as non-blocking FFI, on a helper thread, so the kernel's walk of a large
- * table never blocks the event loop: signals and probes are served during a listing.
+ * table never blocks the event loop: signals and probes are served during a listing. A pending
+ * receive cannot be interrupted, so the socket carries a receive timeout (`SO_RCVTIMEO`, set
+ * through libc): a kernel that stops answering fails the listing after that long, as a
+ * `conntrack -L` that hangs is killed, instead of holding the loop forever.
  *
  * @module
  */
@@ -14,13 +17,16 @@ import { dumpRequest, errnoName, readDumpBuffer } from "./ctnetlink.ts";
 import { libraryPaths } from "./library_paths.ts";
 import type { Dump, Lister, ListOptions } from "./lister.ts";
 
-/** Result of {@link openNetlinkLister}. */
-export type NetlinkListerOpen =
+/**
+ * Result of {@link openNetlinkLister}: the lister, or why the backend cannot be used. Callers that
+ * only list take it as `NetlinkListerOpen` (any {@link Lister}), which tests can fake.
+ */
+export type NetlinkListerOpen<L extends Lister & Disposable = Lister & Disposable> =
   | {
     /** libmnl is loaded. */
     readonly kind: "ok";
-    /** The lister; dispose it to unload the library. */
-    readonly lister: Lister & Disposable;
+    /** The lister; dispose it to unload the libraries. */
+    readonly lister: L;
   }
   | {
     /** The backend cannot be used here; fall back to the CLI. */
@@ -38,6 +44,12 @@ export interface NetlinkListerOptions {
   readonly libraryPaths?: readonly string[];
   /** Wall-clock milliseconds, for `delta-time` (injected for tests). */
   readonly wallMs?: () => number;
+  /**
+   * How long one receive may wait for the kernel before the listing fails: the same limit as the
+   * `cli` listing's. Each receive normally takes about a millisecond, even on a 1M-entry table.
+   * @default {300000}
+   */
+  readonly receiveTimeoutMs?: number;
 }
 
 const LIBRARY = "libmnl.so.0";
@@ -47,6 +59,7 @@ export const DEFAULT_MNL_PATHS: readonly string[] = libraryPaths(LIBRARY);
 
 const SYMBOLS = {
   mnl_socket_open: { parameters: ["i32"], result: "pointer" },
+  mnl_socket_get_fd: { parameters: ["pointer"], result: "i32" },
   mnl_socket_bind: { parameters: ["pointer", "u32", "i32"], result: "i32" },
   mnl_socket_sendto: { parameters: ["pointer", "buffer", "usize"], result: "isize" },
   // The kernel walks the table inside recvmsg: keep that off the event loop.
@@ -58,6 +71,14 @@ const SYMBOLS = {
   mnl_socket_close: { parameters: ["pointer"], result: "i32" },
 } as const;
 
+const LIBC = "libc.so.6";
+const LIBC_SYMBOLS = {
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+} as const;
+/** `SOL_SOCKET` and `SO_RCVTIMEO` (its 64-bit `timeval` form) on x86-64 and arm64 Linux. */
+const SOL_SOCKET = 1;
+const SO_RCVTIMEO = 20;
+
 const NETLINK_NETFILTER = 12;
 /** The kernel fills at most 32 KiB per message batch; twice that leaves room. */
 const RECEIVE_SIZE = 64 * 1024;
@@ -66,13 +87,46 @@ const RECEIVE_SIZE = 64 * 1024;
  * Loads libmnl and returns the netlink lister, or why it cannot be used (library missing,
  * `--allow-ffi` not granted). Nothing is opened until the first listing.
  */
-export function openNetlinkLister(options: NetlinkListerOptions = {}): NetlinkListerOpen {
-  let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+export function openNetlinkLister(
+  options: NetlinkListerOptions = {},
+): NetlinkListerOpen<NetlinkLister> {
+  const mnl = openFirst(options.libraryPaths ?? DEFAULT_MNL_PATHS, SYMBOLS);
+  if (mnl.kind !== "ok") {
+    return {
+      kind: "unavailable",
+      reason: mnl.denied ? "--allow-ffi not granted" : `${LIBRARY} not found`,
+    };
+  }
+  const libc = openFirst([LIBC], LIBC_SYMBOLS);
+  if (libc.kind !== "ok") {
+    mnl.library.close();
+    return {
+      kind: "unavailable",
+      reason: libc.denied ? "--allow-ffi not granted" : `${LIBC} not found`,
+    };
+  }
+  return {
+    kind: "ok",
+    lister: new NetlinkLister(
+      mnl.library,
+      libc.library,
+      options.wallMs ?? Date.now,
+      options.receiveTimeoutMs ?? 300_000,
+    ),
+  };
+}
+
+/** The first of `paths` that loads, or whether a permission was what stopped every one. */
+function openFirst<S extends Deno.ForeignLibraryInterface>(
+  paths: readonly string[],
+  symbols: S,
+):
+  | { readonly kind: "ok"; readonly library: Deno.DynamicLibrary<S> }
+  | { readonly kind: "missing"; readonly denied: boolean } {
   let denied = false;
-  for (const path of options.libraryPaths ?? DEFAULT_MNL_PATHS) {
+  for (const path of paths) {
     try {
-      library = Deno.dlopen(path, SYMBOLS);
-      break;
+      return { kind: "ok", library: Deno.dlopen(path, symbols) };
     } catch (error) {
       // A path-scoped --allow-ffi may still grant a later path: keep looking, remember why.
       if (
@@ -82,85 +136,167 @@ export function openNetlinkLister(options: NetlinkListerOptions = {}): NetlinkLi
       }
     }
   }
-  if (library === undefined) {
-    return {
-      kind: "unavailable",
-      reason: denied ? "--allow-ffi not granted" : `${LIBRARY} not found`,
-    };
-  }
-  return { kind: "ok", lister: new NetlinkLister(library, options.wallMs ?? Date.now) };
+  return { kind: "missing", denied };
 }
 
 /**
- * One listing at a time (the agent's loop never overlaps two): the receive buffer is shared, and
- * disposing of the lister during a listing would unload the library under a pending receive.
+ * A bound netlink socket of the kind each listing opens, whose receives give up after the lister's
+ * receive timeout. {@link NetlinkLister.openSocket} opens one; dispose of it to close it.
  */
-class NetlinkLister implements Lister, Disposable {
-  readonly name = "netlink";
-  readonly #library: Deno.DynamicLibrary<typeof SYMBOLS>;
-  readonly #wallMs: () => number;
-  readonly #buffer = new Uint8Array(RECEIVE_SIZE);
-  #seq = 0;
+export class NetlinkSocket implements Disposable {
+  readonly #mnl: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+  readonly #socket: Deno.PointerObject;
+  readonly #timeoutMs: number;
   #closed = false;
 
-  constructor(library: Deno.DynamicLibrary<typeof SYMBOLS>, wallMs: () => number) {
-    this.#library = library;
-    this.#wallMs = wallMs;
+  private constructor(
+    mnl: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"],
+    socket: Deno.PointerObject,
+    timeoutMs: number,
+  ) {
+    this.#mnl = mnl;
+    this.#socket = socket;
+    this.#timeoutMs = timeoutMs;
   }
 
-  async list(options: ListOptions): Promise<Dump> {
-    if (this.#closed) return { kind: "failed", reason: "the netlink lister is closed" };
-    const mnl = this.#library.symbols;
-    // A socket per listing: a broken-off dump leaves nothing behind for the next one.
+  /** Opens, binds and limits a socket, or says which step failed. */
+  static open(
+    mnl: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"],
+    libc: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"],
+    timeoutMs: number,
+  ): NetlinkSocket | string {
     const socket = mnl.mnl_socket_open(NETLINK_NETFILTER);
-    if (socket === null) return { kind: "failed", reason: "Cannot open a netlink socket" };
-    try {
-      if (mnl.mnl_socket_bind(socket, 0, 0) < 0) {
-        return { kind: "failed", reason: "Cannot bind a netlink socket" };
-      }
-      const seq = this.#seq = (this.#seq + 1) >>> 0;
-      const request = dumpRequest(seq);
-      if (Number(mnl.mnl_socket_sendto(socket, request, BigInt(request.length))) < 0) {
-        return { kind: "failed", reason: "Cannot send the netlink dump request" };
-      }
-      let lines = 0;
-      let unparsable = 0;
-      let firstReason = "";
-      for (;;) {
-        // The pending receive must finish before the socket closes: check between receives.
-        if (options.signal?.aborted) return { kind: "failed", reason: "aborted" };
-        const got = Number(
-          await mnl.mnl_socket_recvfrom(socket, this.#buffer, BigInt(this.#buffer.length)),
-        );
-        if (got <= 0) return { kind: "failed", reason: "netlink receive failed" };
-        const read = readDumpBuffer(this.#buffer, got, seq, Math.floor(this.#wallMs() / 1000));
-        if (read.kind === "error") return { kind: "failed", reason: errorReason(read.errno) };
-        lines += read.entries;
-        if (read.unparsable > 0 && unparsable === 0) firstReason = read.firstReason ?? "";
-        unparsable += read.unparsable;
-        const accept = options.accept;
-        const accepted = accept
-          ? read.candidates.filter((c: Candidate) => accept(c.flow))
-          : read.candidates;
-        if (accepted.length > 0) await options.onBatch(accepted);
-        if (read.done) break;
-      }
-      return {
-        kind: "ok",
-        lines,
-        unparsable: unparsable === 0
-          ? undefined
-          : { count: unparsable, firstLine: "(netlink entry)", firstReason },
-      };
-    } finally {
-      mnl.mnl_socket_close(socket);
+    if (socket === null) return "Cannot open a netlink socket";
+    const opened = new NetlinkSocket(mnl, socket, timeoutMs);
+    if (mnl.mnl_socket_bind(socket, 0, 0) < 0) {
+      opened[Symbol.dispose]();
+      return "Cannot bind a netlink socket";
     }
+    // struct timeval { time_t tv_sec; suseconds_t tv_usec; }: two 64-bit words, native order.
+    const timeval = new Uint8Array(
+      new BigInt64Array([
+        BigInt(Math.floor(timeoutMs / 1000)),
+        BigInt((timeoutMs % 1000) * 1000),
+      ]).buffer,
+    );
+    const fd = mnl.mnl_socket_get_fd(socket);
+    if (libc.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeval, timeval.length) !== 0) {
+      opened[Symbol.dispose]();
+      return "Cannot set the netlink socket's receive timeout";
+    }
+    return opened;
+  }
+
+  /** Sends one request; false when the kernel did not take it. */
+  send(request: Uint8Array): boolean {
+    return Number(this.#mnl.mnl_socket_sendto(this.#socket, request, BigInt(request.length))) >= 0;
+  }
+
+  /**
+   * Receives into `buffer` off the event loop: the number of bytes, or why nothing came. A
+   * pending receive cannot be interrupted, so close the socket only after it has returned.
+   */
+  async receive(buffer: Uint8Array): Promise<number | string> {
+    const asked = performance.now();
+    const got = Number(
+      await this.#mnl.mnl_socket_recvfrom(this.#socket, buffer, BigInt(buffer.length)),
+    );
+    if (got > 0) return got;
+    // errno is not readable here (the receive ran on a helper thread, and errno is per thread),
+    // so a failure at the timeout is taken for it.
+    const waited = performance.now() - asked;
+    return waited >= this.#timeoutMs * 0.9
+      ? `the kernel sent nothing for ${Math.round(waited / 100) / 10} s; listing abandoned`
+      : "netlink receive failed";
   }
 
   [Symbol.dispose](): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#mnl.mnl_socket_close(this.#socket);
+  }
+}
+
+/**
+ * The netlink lister. One listing at a time (the agent's loop never overlaps two): the receive
+ * buffer is shared, and disposing of the lister during a listing would unload the library under a
+ * pending receive.
+ */
+export class NetlinkLister implements Lister, Disposable {
+  /** The backend's name, as logs and metrics give it. */
+  readonly name = "netlink";
+  readonly #library: Deno.DynamicLibrary<typeof SYMBOLS>;
+  readonly #libc: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>;
+  readonly #wallMs: () => number;
+  readonly #receiveTimeoutMs: number;
+  readonly #buffer = new Uint8Array(RECEIVE_SIZE);
+  #seq = 0;
+  #closed = false;
+
+  /** Use {@link openNetlinkLister}, which loads the libraries. */
+  constructor(
+    library: Deno.DynamicLibrary<typeof SYMBOLS>,
+    libc: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>,
+    wallMs: () => number,
+    receiveTimeoutMs: number,
+  ) {
+    this.#library = library;
+    this.#libc = libc;
+    this.#wallMs = wallMs;
+    this.#receiveTimeoutMs = receiveTimeoutMs;
+  }
+
+  /** A socket of the kind each listing opens (see {@link NetlinkSocket}), or why it failed. */
+  openSocket(): NetlinkSocket | string {
+    if (this.#closed) return "the netlink lister is closed";
+    return NetlinkSocket.open(this.#library.symbols, this.#libc.symbols, this.#receiveTimeoutMs);
+  }
+
+  /** Lists the kernel's unreplied TCP entries in `SYN_SENT`, batch by batch. */
+  async list(options: ListOptions): Promise<Dump> {
+    // A socket per listing: a broken-off dump leaves nothing behind for the next one.
+    const socket = this.openSocket();
+    if (typeof socket === "string") return { kind: "failed", reason: socket };
+    using _ = socket;
+    const seq = this.#seq = (this.#seq + 1) >>> 0;
+    if (!socket.send(dumpRequest(seq))) {
+      return { kind: "failed", reason: "Cannot send the netlink dump request" };
+    }
+    let lines = 0;
+    let unparsable = 0;
+    let firstReason = "";
+    for (;;) {
+      // The pending receive must finish before the socket closes: check between receives.
+      if (options.signal?.aborted) return { kind: "failed", reason: "aborted" };
+      const got = await socket.receive(this.#buffer);
+      if (typeof got === "string") return { kind: "failed", reason: got };
+      const read = readDumpBuffer(this.#buffer, got, seq, Math.floor(this.#wallMs() / 1000));
+      if (read.kind === "error") return { kind: "failed", reason: errorReason(read.errno) };
+      lines += read.entries;
+      if (read.unparsable > 0 && unparsable === 0) firstReason = read.firstReason ?? "";
+      unparsable += read.unparsable;
+      const accept = options.accept;
+      const accepted = accept
+        ? read.candidates.filter((c: Candidate) => accept(c.flow))
+        : read.candidates;
+      if (accepted.length > 0) await options.onBatch(accepted);
+      if (read.done) break;
+    }
+    return {
+      kind: "ok",
+      lines,
+      unparsable: unparsable === 0
+        ? undefined
+        : { count: unparsable, firstLine: "(netlink entry)", firstReason },
+    };
+  }
+
+  /** Unloads the libraries; later listings fail with a reason. */
+  [Symbol.dispose](): void {
+    if (this.#closed) return;
+    this.#closed = true;
     this.#library.close();
+    this.#libc.close();
   }
 }
 
