@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# conntrack-cleaner: the compiled agent, plus conntrack, iptables-save, ip6tables-save, nft and
-# exactly the shared libraries they load, on distroless (no shell, no package manager).
+# conntrack-cleaner: the compiled agent, plus conntrack, iptables-save, ip6tables-save (both
+# flavours), nft and exactly the shared libraries they load, on distroless (no shell, no package
+# manager).
 #
 #   docker build -t conntrack-cleaner:0.1.0 .
 #   docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/conntrack-cleaner:0.1.0 .

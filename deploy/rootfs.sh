@@ -13,7 +13,8 @@
 set -euo pipefail
 
 # What the agent spawns (see lib/conntrack.ts and lib/nat.ts), looked up on PATH.
-PROGRAMS=(conntrack iptables-save ip6tables-save nft)
+# The legacy flavour is run only where iptables-nft reports legacy tables (kube-proxy in legacy mode).
+PROGRAMS=(conntrack iptables-save ip6tables-save iptables-legacy-save ip6tables-legacy-save nft)
 # What the agent opens with Deno.dlopen (lib/netlink.ts, lib/netlink_list.ts), which ldd cannot see.
 # It also opens libc.so.6 (for setsockopt), which the base image's libc6 provides.
 DLOPEN_LIBS=(libnetfilter_conntrack.so.3 libmnl.so.0)

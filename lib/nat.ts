@@ -61,12 +61,15 @@ export interface NatReaderOptions {
   /** Where unavailable and recovered sources are logged (once per change). */
   readonly logger: Logger;
   /**
-   * Program names, for nodes where they live elsewhere (e.g. `iptables-legacy-save`).
-   * @default {{ iptablesSave: "iptables-save", ip6tablesSave: "ip6tables-save", nft: "nft" }}
+   * Program names, for nodes where they live elsewhere. The legacy programs are run only when
+   * the nf_tables flavour of `iptables-save` says that legacy tables exist beside its own.
+   * @default {{ iptablesSave: "iptables-save", ip6tablesSave: "ip6tables-save", iptablesLegacySave: "iptables-legacy-save", ip6tablesLegacySave: "ip6tables-legacy-save", nft: "nft" }}
    */
   readonly programs?: {
     readonly iptablesSave?: string;
     readonly ip6tablesSave?: string;
+    readonly iptablesLegacySave?: string;
+    readonly ip6tablesLegacySave?: string;
     readonly nft?: string;
   };
   /**
@@ -157,6 +160,8 @@ type PartOutcome =
     readonly destinations: readonly NatDestination[];
     /** Something the operator should know about what this source could not see. */
     readonly caveat?: string;
+    /** Something worth saying once about what this source read (logged at info). */
+    readonly note?: string;
   }
   | {
     /** Not on this node (program not installed in `auto`, or no kube-proxy table): no rules. */
@@ -196,6 +201,7 @@ export function createNatReader(options: NatReaderOptions): NatReader {
   const timeoutMs = options.timeoutMs ?? 60_000;
   const states = new Map<string, PartOutcome["kind"]>();
   const caveats = new Set<string>();
+  const notes = new Set<string>();
   let available: boolean | undefined;
 
   return {
@@ -215,6 +221,10 @@ export function createNatReader(options: NatReaderOptions): NatReader {
         if (outcome.kind === "ok" && outcome.caveat && !caveats.has(part.name)) {
           caveats.add(part.name);
           logger.warn(outcome.caveat, { command: part.name });
+        }
+        if (outcome.kind === "ok" && outcome.note && !notes.has(part.name)) {
+          notes.add(part.name);
+          logger.info(outcome.note, { command: part.name });
         }
       });
       const working = outcomes.some((o) => o.kind === "ok");
@@ -281,8 +291,18 @@ function partsFor(
   // In `auto` a missing program only means the node does not use that mechanism.
   const optional = source === "auto";
   const iptables = [
-    iptablesPart(spawn, programs.iptablesSave ?? "iptables-save", "ipv4", optional),
-    iptablesPart(spawn, programs.ip6tablesSave ?? "ip6tables-save", "ipv6", optional),
+    iptablesPart(spawn, {
+      program: programs.iptablesSave ?? "iptables-save",
+      legacyProgram: programs.iptablesLegacySave ?? "iptables-legacy-save",
+      family: "ipv4",
+      optional,
+    }),
+    iptablesPart(spawn, {
+      program: programs.ip6tablesSave ?? "ip6tables-save",
+      legacyProgram: programs.ip6tablesLegacySave ?? "ip6tables-legacy-save",
+      family: "ipv6",
+      optional,
+    }),
   ];
   const nft = [
     nftPart(spawn, programs.nft ?? "nft", "ipv4", optional),
@@ -300,50 +320,106 @@ function partsFor(
   }
 }
 
-function iptablesPart(
-  spawn: SpawnCommand,
-  program: string,
-  family: Family,
-  optional: boolean,
-): Part {
+/** What {@link iptablesPart} runs for one family. */
+interface IptablesPrograms {
+  /** The node's `iptables-save` (either flavour). */
+  readonly program: string;
+  /** The legacy flavour, run when the nf_tables flavour reports legacy tables beside its own. */
+  readonly legacyProgram: string;
+  readonly family: Family;
+  /** Whether a missing `program` means the node simply does not use it (`auto`). */
+  readonly optional: boolean;
+}
+
+function iptablesPart(spawn: SpawnCommand, programs: IptablesPrograms): Part {
+  const { program, legacyProgram, family, optional } = programs;
   const args = ["-t", "nat"];
   return {
     name: `${program} ${args.join(" ")}`,
     read: async (signal) => {
+      let own: IptablesRead;
       try {
-        const child = spawn(program, args, signal ? { signal } : {});
-        const legacy = { present: false };
-        const lines = watchForLegacyTables(splitLines(child.stdout), legacy);
-        const parsed = await parseIptablesSave(lines, family).then(
-          (destinations) => ({ destinations }),
-          (error: unknown) => ({ error }),
-        );
-        const status = await child.status;
-        if (status.code !== 0) return { kind: "failed", reason: exitReason(status) };
-        if ("error" in parsed) return { kind: "failed", reason: messageOf(parsed.error) };
-        if (!legacy.present) return { kind: "ok", destinations: parsed.destinations };
-        return { kind: "ok", destinations: parsed.destinations, caveat: LEGACY_CAVEAT };
+        own = await readIptablesSave(spawn, program, family, signal);
       } catch (error) {
         return spawnFailure(error, optional);
       }
+      if (own.kind === "failed") return own;
+      if (!own.legacyTablesBeside) return { kind: "ok", destinations: own.destinations };
+      // kube-proxy in legacy mode on a node whose iptables is the nf_tables flavour. Only now is
+      // the legacy program run: on a node without legacy tables, reading one would make the
+      // kernel load legacy iptables and create them.
+      let legacy: IptablesRead;
+      try {
+        legacy = await readIptablesSave(spawn, legacyProgram, family, signal);
+      } catch (error) {
+        legacy = { kind: "failed", reason: messageOf(error) };
+      }
+      if (legacy.kind === "failed") {
+        return {
+          kind: "ok",
+          destinations: own.destinations,
+          caveat: `${LEGACY_CAVEAT} (${legacyProgram}: ${legacy.reason})`,
+        };
+      }
+      return {
+        kind: "ok",
+        destinations: [...own.destinations, ...legacy.destinations],
+        note: `The node also has legacy iptables rules; reading them with ${legacyProgram} too`,
+      };
     },
   };
 }
 
-const LEGACY_CAVEAT =
-  "The node also has legacy iptables rules, which the nat rule does not read; " +
-  "Services whose DNAT lives there are left to the renewal and age rules";
+/** What one run of an `iptables-save` gave. */
+type IptablesRead =
+  | {
+    readonly kind: "ok";
+    readonly destinations: readonly NatDestination[];
+    /** The nf_tables flavour said that legacy tables exist beside its own. */
+    readonly legacyTablesBeside: boolean;
+  }
+  | { readonly kind: "failed"; readonly reason: string };
+
+/** Runs `program -t nat` and parses it; throws a {@link SpawnError} when it cannot start. */
+async function readIptablesSave(
+  spawn: SpawnCommand,
+  program: string,
+  family: Family,
+  signal: AbortSignal | undefined,
+): Promise<IptablesRead> {
+  const child = spawn(program, ["-t", "nat"], signal ? { signal } : {});
+  const legacy = { present: false };
+  const lines = watchForLegacyTables(splitLines(child.stdout), legacy);
+  const parsed = await parseIptablesSave(lines, family).then(
+    (destinations) => ({ destinations }),
+    (error: unknown) => ({ error }),
+  );
+  const status = await child.status;
+  if (status.code !== 0) return { kind: "failed", reason: exitReason(status) };
+  if ("error" in parsed) return { kind: "failed", reason: messageOf(parsed.error) };
+  return {
+    kind: "ok",
+    destinations: parsed.destinations,
+    legacyTablesBeside: legacy.present || LEGACY_WARNING.test(status.stderr),
+  };
+}
 
 /**
- * Passes lines through, noting iptables-nft's comment that legacy tables exist beside the ones
- * it printed (kube-proxy in legacy mode on a node whose iptables is the nft flavour).
+ * What iptables-nft says when legacy tables exist, `iptables-legacy` or `ip6tables-legacy` by
+ * family: on stderr (1.8.9), on stdout (earlier releases).
  */
+const LEGACY_WARNING = /ip6?tables-legacy tables present/;
+
+const LEGACY_CAVEAT = "The node also has legacy iptables rules, which the nat rule cannot read; " +
+  "Services whose DNAT lives there are left to the renewal and age rules";
+
+/** Passes lines through, noting a legacy-tables warning among them. */
 async function* watchForLegacyTables(
   lines: AsyncIterable<string>,
   legacy: { present: boolean },
 ): AsyncGenerator<string> {
   for await (const line of lines) {
-    if (line.startsWith("# Warning: iptables-legacy tables present")) legacy.present = true;
+    if (line.startsWith("# Warning:") && LEGACY_WARNING.test(line)) legacy.present = true;
     yield line;
   }
 }

@@ -75,8 +75,12 @@ export const BACKEND_BANNER = "hello from the backend";
 /** Prefix of every namespace the testbed creates. */
 export const NAMESPACE_PREFIX = "cct-";
 
-/** Which kube-proxy the node imitates. */
-export type ProxyMode = "iptables" | "nftables";
+/**
+ * Which kube-proxy the node imitates. `iptables-legacy` writes its rules with the legacy
+ * flavour, on a node whose `iptables` is the nf_tables one (kube-proxy's image picks its flavour
+ * by what the node already uses, so both can meet).
+ */
+export type ProxyMode = "iptables" | "iptables-legacy" | "nftables";
 
 /**
  * The shape of a Service's DNAT rule.
@@ -412,7 +416,9 @@ export class Testbed implements AsyncDisposable {
       return;
     }
     for (const family of FAMILIES) {
-      await this.run("node", [restoreCommand(family), "--noflush"], { stdin: iptablesSkeleton() });
+      await this.run("node", [restoreCommand(family, this.proxy), "--noflush"], {
+        stdin: iptablesSkeleton(),
+      });
     }
   }
 
@@ -534,7 +540,7 @@ export class Testbed implements AsyncDisposable {
     if (this.proxy === "nftables") {
       await this.run("node", ["nft", "-f", "-"], { stdin: nftService(family, port, style) });
     } else {
-      await this.run("node", [restoreCommand(family), "--noflush"], {
+      await this.run("node", [restoreCommand(family, this.proxy), "--noflush"], {
         stdin: iptablesService(family, port, style),
       });
     }
@@ -1068,8 +1074,9 @@ function lastLine(text: string): string {
   return lines.find((l) => /error/i.test(l))?.trim() ?? lines[lines.length - 1] ?? "";
 }
 
-function restoreCommand(family: Family): string {
-  return family === "ipv4" ? "iptables-restore" : "ip6tables-restore";
+function restoreCommand(family: Family, proxy: ProxyMode): string {
+  const flavour = proxy === "iptables-legacy" ? "-legacy" : "";
+  return family === "ipv4" ? `iptables${flavour}-restore` : `ip6tables${flavour}-restore`;
 }
 
 /** Drops traffic to the bare VIP on the backend, silently, so the entry stays `[UNREPLIED]`. */

@@ -182,7 +182,7 @@ function mustRun(program: string, args: readonly string[]): Promise<string> {
 
 /**
  * What the agent runs against the node, as `[program, args]`: listing, deleting one flow, the
- * batch delete, and reading the nat rules through both sources.
+ * batch delete, and reading the nat rules through every source.
  */
 const AGENT_COMMANDS: readonly (readonly [string, readonly string[]])[] = [
   ["conntrack", ["-L"]],
@@ -222,6 +222,12 @@ async function withNamespace(fn: (ns: string) => Promise<void>): Promise<void> {
       ns,
       ..."iptables -t nat -A PREROUTING -d 192.0.2.10/32 -p tcp --dport 80".split(" "),
       ..."-j DNAT --to-destination 203.0.113.5:8080".split(" "),
+    ]);
+    await mustRun("ip", [
+      ..."netns exec".split(" "),
+      ns,
+      ..."iptables-legacy -t nat -A PREROUTING -d 192.0.2.11/32 -p tcp --dport 80".split(" "),
+      ..."-j DNAT --to-destination 203.0.113.6:8080".split(" "),
     ]);
     await fn(ns);
   } finally {
@@ -263,6 +269,27 @@ capabilityTest("root with only the granted capabilities can run every agent comm
     assert.doesNotMatch(left, /sport=40000/);
   });
 });
+
+capabilityTest(
+  "reading legacy iptables rules takes NET_RAW besides the granted NET_ADMIN",
+  async () => {
+    // The agent runs iptables-legacy-save only where iptables-nft reports legacy tables, as this
+    // namespace has (IPv4); legacy iptables reads its tables through a raw socket.
+    const caps = await containerCapabilities();
+    const legacySave = ["iptables-legacy-save", "-t", "nat"];
+    await withNamespace(async (ns) => {
+      const granted = await run("ip", ["netns", "exec", ns, "setpriv", ...caps, ...legacySave]);
+      assert.notEqual(granted.code, 0, "iptables-legacy-save worked with NET_ADMIN alone");
+      assert.match(granted.stderr, /Permission denied/);
+      const withRaw = caps.map((c) =>
+        c.replace(/^--bounding-set=-all,/, "--bounding-set=-all,+net_raw,")
+      );
+      const out = await run("ip", ["netns", "exec", ns, "setpriv", ...withRaw, ...legacySave]);
+      assert.equal(out.code, 0, out.stderr);
+      assert.match(out.stdout, /--to-destination 203\.0\.113\.6:8080/);
+    });
+  },
+);
 
 capabilityTest("a non-root user with the same capabilities cannot list the table", async () => {
   const caps = await containerCapabilities();

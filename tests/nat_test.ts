@@ -294,11 +294,56 @@ Deno.test("spaceNatReads() reads a fast source on every cycle", async () => {
   assert.equal(reads, 5);
 });
 
-Deno.test("createNatReader() warns once when the node also has legacy iptables rules it cannot read", async () => {
-  const legacyWarning =
-    "# Warning: iptables-legacy tables present, use iptables-legacy-save to see them\n";
+const LEGACY_WARNING =
+  "# Warning: iptables-legacy tables present, use iptables-legacy-save to see them\n";
+const IPTABLES_LEGACY = "iptables-legacy-save -t nat";
+const IP6TABLES_LEGACY = "ip6tables-legacy-save -t nat";
+/** The nf_tables flavour's own table when kube-proxy writes legacy rules: empty. */
+const EMPTY_NAT = "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+
+Deno.test("createNatReader() also reads legacy iptables rules when iptables-nft reports them (1.8.9: on stderr)", async () => {
+  const { nat, fake, log } = reader("auto", {
+    [IPTABLES]: { stdout: EMPTY_NAT, stderr: LEGACY_WARNING },
+    [IPTABLES_LEGACY]: { stdout: IPT_V4 },
+    [IP6TABLES]: { stdout: IPT_V6 },
+  });
+  const first = await nat.read();
+  await nat.read();
+  assert.equal(first?.translates(ONLY_IPTABLES_V4), true);
+  assert.equal(first?.translates(ONLY_IPTABLES_V6), true);
+  // Only the family that reported legacy tables: reading another would make the kernel load
+  // legacy iptables for it.
+  assert.equal(fake.calls.filter((c) => c === IPTABLES_LEGACY).length, 2);
+  assert.ok(!fake.calls.includes(IP6TABLES_LEGACY));
+  assert.equal(log.count("warn"), 0);
+  const notes = log.records.filter((r) => r.level === "info");
+  assert.equal(notes.length, 1);
+  assert.match(notes[0]!.message, /legacy iptables rules; reading them with iptables-legacy-save/);
+});
+
+Deno.test("createNatReader() reads legacy ip6tables rules on ip6tables-nft's own wording", async () => {
+  const { nat, fake } = reader("iptables", {
+    [IPTABLES]: { stdout: IPT_V4 },
+    [IP6TABLES]: {
+      stdout: EMPTY_NAT,
+      stderr: "# Warning: ip6tables-legacy tables present, use ip6tables-legacy-save to see them\n",
+    },
+    [IP6TABLES_LEGACY]: { stdout: IPT_V6 },
+  });
+  const view = await nat.read();
+  assert.equal(view?.translates(ONLY_IPTABLES_V6), true);
+  assert.ok(!fake.calls.includes(IPTABLES_LEGACY));
+});
+
+Deno.test("createNatReader() never runs the legacy programs on a node without legacy tables", async () => {
+  const { nat, fake } = reader("iptables", everything());
+  await nat.read();
+  assert.deepEqual(fake.calls.filter((c) => c.includes("legacy")), []);
+});
+
+Deno.test("createNatReader() warns once when legacy rules exist but cannot be read (warning on stdout, as before 1.8.9)", async () => {
   const { nat, log } = reader("iptables", {
-    [IPTABLES]: { stdout: legacyWarning + IPT_V4 },
+    [IPTABLES]: { stdout: LEGACY_WARNING + IPT_V4 },
     [IP6TABLES]: { stdout: IPT_V6 },
   });
   const first = await nat.read();
@@ -307,7 +352,10 @@ Deno.test("createNatReader() warns once when the node also has legacy iptables r
   assert.equal(first?.translates(ONLY_IPTABLES_V4), true);
   const warnings = log.records.filter((r) => r.level === "warn");
   assert.equal(warnings.length, 1);
-  assert.match(warnings[0]!.message, /legacy iptables rules, which the nat rule does not read/);
+  assert.match(
+    warnings[0]!.message,
+    /legacy iptables rules, which the nat rule cannot read; .* \(iptables-legacy-save: .*not found/,
+  );
   assert.equal(warnings[0]!.properties?.command, IPTABLES);
 });
 

@@ -41,6 +41,9 @@ const PROGRAMS = [
   "iptables",
   "iptables-save",
   "ip6tables-save",
+  "iptables-legacy",
+  "iptables-legacy-save",
+  "ip6tables-legacy-save",
   "nft",
 ];
 
@@ -277,14 +280,26 @@ Deno.test({
       );
       await overlay(stage, root);
 
-      await t.step("conntrack, iptables-save, ip6tables-save and nft run in the root", async () => {
-        for (const program of ["conntrack", "iptables-save", "ip6tables-save", "nft"]) {
-          const host = await run(program, ["--version"]);
-          const image = await inRoot(root, [program, "--version"]);
-          assert.equal(image.code, 0, `${program} in the root: ${image.stderr.trim()}`);
-          assert.equal(image.stdout + image.stderr, host.stdout + host.stderr);
-        }
-      });
+      await t.step(
+        "conntrack, both iptables flavours' save programs and nft run in the root",
+        async () => {
+          for (
+            const program of [
+              "conntrack",
+              "iptables-save",
+              "ip6tables-save",
+              "iptables-legacy-save",
+              "ip6tables-legacy-save",
+              "nft",
+            ]
+          ) {
+            const host = await run(program, ["--version"]);
+            const image = await inRoot(root, [program, "--version"]);
+            assert.equal(image.code, 0, `${program} in the root: ${image.stderr.trim()}`);
+            assert.equal(image.stdout + image.stderr, host.stdout + host.stderr);
+          }
+        },
+      );
 
       await t.step("a library the script did not collect makes conntrack fail", async () => {
         const hostLibs = await mustRun("ldd", [
@@ -358,6 +373,27 @@ Deno.test({
           assert.equal(deleted.length, 1, out.stdout + out.stderr);
           assert.equal(deleted[0].backend, "netlink");
         });
+
+        await t.step(
+          "iptables-legacy-save prints a rule kube-proxy wrote in legacy mode",
+          async () => {
+            await mustRun("ip", [
+              ..."netns exec".split(" "),
+              ns,
+              ..."iptables-legacy -t nat -A PREROUTING -d 192.0.2.11/32 -p tcp --dport 80".split(
+                " ",
+              ),
+              ..."-m comment --comment default/legacy -j DNAT --to-destination 203.0.113.6:8080"
+                .split(" "),
+            ]);
+            const out = await inRoot(root, ["iptables-legacy-save", "-t", "nat"], { netns: ns });
+            assert.equal(out.code, 0, out.stderr);
+            assert.match(
+              out.stdout,
+              /-d 192\.0\.2\.11\/32 .*-j DNAT --to-destination 203\.0\.113\.6:8080/,
+            );
+          },
+        );
       });
     } finally {
       await Deno.remove(work, { recursive: true });

@@ -1,8 +1,9 @@
 /**
  * The nat rule on this kernel (6.x: no timer renewal), with the age rule off: once the Service's
  * DNAT rule appears, the stuck client gets through within one period plus one retry, for IPv4
- * and IPv6, with the rule written as a plain iptables DNAT, in kube-proxy's iptables shape and in
- * kube-proxy's nftables shape. Meanwhile a stale entry to a port with no rule, and an ESTABLISHED
+ * and IPv6, with the rule written as a plain iptables DNAT, in kube-proxy's iptables shape (with
+ * the nf_tables flavour of iptables, and with the legacy one on a node whose `iptables-save` is
+ * the nf_tables flavour) and in kube-proxy's nftables shape. Meanwhile a stale entry to a port with no rule, and an ESTABLISHED
  * flow between the same hosts, keep their entries (same id).
  *
  * @module
@@ -45,6 +46,12 @@ const SHAPES: readonly Shape[] = [
   { what: "a plain iptables DNAT rule", proxy: "iptables", style: "plain", source: "iptables" },
   { what: "kube-proxy's iptables rules", proxy: "iptables", style: "kube", source: "auto" },
   { what: "kube-proxy's nftables rules", proxy: "nftables", style: "kube", source: "nftables" },
+  {
+    what: "kube-proxy's legacy iptables rules",
+    proxy: "iptables-legacy",
+    style: "kube",
+    source: "auto",
+  },
 ];
 
 function isUnserved(e: ConntrackEntry, family: Family): boolean {
