@@ -63,7 +63,8 @@ export interface NatReaderOptions {
   /**
    * Program names, for nodes where they live elsewhere. The legacy programs are run only when
    * the nf_tables flavour of `iptables-save` says that legacy tables exist beside its own.
-   * @default {{ iptablesSave: "iptables-save", ip6tablesSave: "ip6tables-save", iptablesLegacySave: "iptables-legacy-save", ip6tablesLegacySave: "ip6tables-legacy-save", nft: "nft" }}
+   * Each defaults to its own name: `iptables-save`, `ip6tables-save`, `iptables-legacy-save`,
+   * `ip6tables-legacy-save` and `nft`.
    */
   readonly programs?: {
     readonly iptablesSave?: string;

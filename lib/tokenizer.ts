@@ -275,9 +275,10 @@ const G_DELTA = 24;
 const G_ID = 25;
 
 /**
- * A TCP `SYN_SENT [UNREPLIED]` line in the printer's field order, with every number checked, and
- * with an alternative per family so that families cannot mix (an IPv4 address has no colon, an
- * IPv6 one has one). IPv6 addresses are checked as they are read, which costs less than a pattern.
+ * A TCP `SYN_SENT [UNREPLIED]` line in the printer's field order, with an alternative per family
+ * so that families cannot mix (an IPv4 address has no colon, an IPv6 one has one). IPv4 addresses
+ * are checked in full; numbers are only shaped, and their ranges and IPv6 addresses are checked as
+ * they are read, which costs less than a pattern that tries every form.
  *
  * The groups hold what a candidate keeps, so that reading it takes no search of the line: exec()
  * builds their substrings natively for less than a JavaScript walk of the line cost. A reply tuple
@@ -322,7 +323,8 @@ const VIEW_MIN = 13;
  * family, or an IPv6 address is impossible, for the field-by-field reader to explain.
  *
  * The hot path is kept small on purpose: V8 then inlines the digit loops, which as calls cost a
- * tenth of the whole line (see digits.ts for how they are read). Zones and `delta-time=`, rare, are read by {@link rareFields}.
+ * tenth of the whole line (digits.ts says how they are read). Zones and `delta-time=`, rare, are
+ * read by {@link rareFields}; a NATed reply by {@link natReply}.
  */
 function candidateFromMatch(line: string, m: RegExpExecArray): ParsedLine | undefined {
   const v6 = m[G_IPV6] !== undefined;
