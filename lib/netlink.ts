@@ -31,7 +31,7 @@ import {
   IPS_SEEN_REPLY,
   TCP_CONNTRACK_SYN_SENT,
 } from "./ctnetlink.ts";
-import { libraryPaths } from "./library_paths.ts";
+import { isPermissionError, libraryPaths, openLibrary } from "./library_paths.ts";
 
 /** Result of {@link openNetlinkDeleter}. */
 export type NetlinkOpen =
@@ -136,25 +136,14 @@ type Conntrack = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
  * ```
  */
 export function openNetlinkDeleter(options: NetlinkOptions = {}): NetlinkOpen {
-  const paths = options.libraryPaths ?? DEFAULT_LIBRARY_PATHS;
-  let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
-  let denied = false;
-  for (const path of paths) {
-    try {
-      library = Deno.dlopen(path, SYMBOLS);
-      break;
-    } catch (error) {
-      // A path-scoped --allow-ffi may still grant a later path: keep looking, remember why.
-      if (isDenied(error)) denied = true;
-      // Otherwise not at this path (or not loadable): try the next one.
-    }
-  }
-  if (library === undefined) {
+  const opened = openLibrary(options.libraryPaths ?? DEFAULT_LIBRARY_PATHS, SYMBOLS);
+  if (opened.kind !== "ok") {
     return {
       kind: "unavailable",
-      reason: denied ? "--allow-ffi not granted" : `${LIBRARY} not found`,
+      reason: opened.denied ? "--allow-ffi not granted" : `${LIBRARY} not found`,
     };
   }
+  const library = opened.library;
   let errno: Errno | undefined;
   try {
     errno = openErrno();
@@ -171,15 +160,11 @@ export function openNetlinkDeleter(options: NetlinkOptions = {}): NetlinkOpen {
     // the full permission), so a scoped grant ends here: fall back rather than crash.
     errno?.[Symbol.dispose]();
     library.close();
-    if (isDenied(error)) {
+    if (isPermissionError(error)) {
       return { kind: "unavailable", reason: "--allow-ffi must be granted for all paths" };
     }
     return { kind: "unavailable", reason: error instanceof Error ? error.message : String(error) };
   }
-}
-
-function isDenied(error: unknown): boolean {
-  return error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied;
 }
 
 /** What the lookup callback saw of the entry. */

@@ -14,7 +14,7 @@
  */
 import type { Candidate } from "./flow.ts";
 import { dumpRequest, errnoName, readDumpBuffer } from "./ctnetlink.ts";
-import { libraryPaths } from "./library_paths.ts";
+import { libraryPaths, openLibrary } from "./library_paths.ts";
 import type { Dump, Lister, ListOptions } from "./lister.ts";
 
 /**
@@ -90,14 +90,14 @@ const RECEIVE_SIZE = 64 * 1024;
 export function openNetlinkLister(
   options: NetlinkListerOptions = {},
 ): NetlinkListerOpen<NetlinkLister> {
-  const mnl = openFirst(options.libraryPaths ?? DEFAULT_MNL_PATHS, SYMBOLS);
+  const mnl = openLibrary(options.libraryPaths ?? DEFAULT_MNL_PATHS, SYMBOLS);
   if (mnl.kind !== "ok") {
     return {
       kind: "unavailable",
       reason: mnl.denied ? "--allow-ffi not granted" : `${LIBRARY} not found`,
     };
   }
-  const libc = openFirst([LIBC], LIBC_SYMBOLS);
+  const libc = openLibrary([LIBC], LIBC_SYMBOLS);
   if (libc.kind !== "ok") {
     mnl.library.close();
     return {
@@ -114,29 +114,6 @@ export function openNetlinkLister(
       options.receiveTimeoutMs ?? 300_000,
     ),
   };
-}
-
-/** The first of `paths` that loads, or whether a permission was what stopped every one. */
-function openFirst<S extends Deno.ForeignLibraryInterface>(
-  paths: readonly string[],
-  symbols: S,
-):
-  | { readonly kind: "ok"; readonly library: Deno.DynamicLibrary<S> }
-  | { readonly kind: "missing"; readonly denied: boolean } {
-  let denied = false;
-  for (const path of paths) {
-    try {
-      return { kind: "ok", library: Deno.dlopen(path, symbols) };
-    } catch (error) {
-      // A path-scoped --allow-ffi may still grant a later path: keep looking, remember why.
-      if (
-        error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied
-      ) {
-        denied = true;
-      }
-    }
-  }
-  return { kind: "missing", denied };
 }
 
 /**
