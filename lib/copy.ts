@@ -5,6 +5,12 @@
  */
 
 /**
+ * The length from which V8 keeps a cut of a string as a view of its parent; shorter cuts are
+ * copies.
+ */
+export const VIEW_MIN_LENGTH = 13;
+
+/**
  * A copy of `text` that does not point into the string it was cut from.
  *
  * V8 keeps a cut of 13 characters or more as a view of its parent, here a decoded 64 KiB chunk of
@@ -22,5 +28,5 @@
  * ```
  */
 export function ownCopy(text: string): string {
-  return text.length < 13 ? text : (" " + text).slice(1);
+  return text.length < VIEW_MIN_LENGTH ? text : (" " + text).slice(1);
 }

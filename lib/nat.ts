@@ -159,10 +159,11 @@ type PartOutcome =
     /** Read and parsed. */
     readonly kind: "ok";
     readonly destinations: readonly NatDestination[];
-    /** Something the operator should know about what this source could not see. */
-    readonly caveat?: string;
-    /** Something worth saying once about what this source read (logged at info). */
-    readonly note?: string;
+    /**
+     * Something to tell the operator once about this source: at `warn`, what it could not see;
+     * at `info`, what else it read.
+     */
+    readonly remark?: { readonly level: "warn" | "info"; readonly text: string };
   }
   | {
     /** Not on this node (program not installed in `auto`, or no kube-proxy table): no rules. */
@@ -201,8 +202,8 @@ export function createNatReader(options: NatReaderOptions): NatReader {
   const parts = partsFor(source, spawn, options.programs ?? {});
   const timeoutMs = options.timeoutMs ?? 60_000;
   const states = new Map<string, PartOutcome["kind"]>();
-  const caveats = new Set<string>();
-  const notes = new Set<string>();
+  // Remarks already made, by level and command: each is made once.
+  const remarked = new Set<string>();
   let available: boolean | undefined;
 
   return {
@@ -219,13 +220,10 @@ export function createNatReader(options: NatReaderOptions): NatReader {
         states.set(part.name, outcome.kind);
         if (outcome.kind === "ok") destinations.push(...outcome.destinations);
         else problems[part.name] = outcome.reason;
-        if (outcome.kind === "ok" && outcome.caveat && !caveats.has(part.name)) {
-          caveats.add(part.name);
-          logger.warn(outcome.caveat, { command: part.name });
-        }
-        if (outcome.kind === "ok" && outcome.note && !notes.has(part.name)) {
-          notes.add(part.name);
-          logger.info(outcome.note, { command: part.name });
+        const remark = outcome.kind === "ok" ? outcome.remark : undefined;
+        if (remark && !remarked.has(`${remark.level} ${part.name}`)) {
+          remarked.add(`${remark.level} ${part.name}`);
+          logger[remark.level](remark.text, { command: part.name });
         }
       });
       const working = outcomes.some((o) => o.kind === "ok");
@@ -334,9 +332,8 @@ interface IptablesPrograms {
 
 function iptablesPart(spawn: SpawnCommand, programs: IptablesPrograms): Part {
   const { program, legacyProgram, family, optional } = programs;
-  const args = ["-t", "nat"];
   return {
-    name: `${program} ${args.join(" ")}`,
+    name: `${program} ${SAVE_ARGS.join(" ")}`,
     read: async (signal) => {
       let own: IptablesRead;
       try {
@@ -359,13 +356,16 @@ function iptablesPart(spawn: SpawnCommand, programs: IptablesPrograms): Part {
         return {
           kind: "ok",
           destinations: own.destinations,
-          caveat: `${LEGACY_CAVEAT} (${legacyProgram}: ${legacy.reason})`,
+          remark: { level: "warn", text: `${LEGACY_CAVEAT} (${legacyProgram}: ${legacy.reason})` },
         };
       }
       return {
         kind: "ok",
         destinations: [...own.destinations, ...legacy.destinations],
-        note: `The node also has legacy iptables rules; reading them with ${legacyProgram} too`,
+        remark: {
+          level: "info",
+          text: `The node also has legacy iptables rules; reading them with ${legacyProgram} too`,
+        },
       };
     },
   };
@@ -381,6 +381,9 @@ type IptablesRead =
   }
   | { readonly kind: "failed"; readonly reason: string };
 
+/** What every `iptables-save` is run with: the nat table only. */
+const SAVE_ARGS: readonly string[] = ["-t", "nat"];
+
 /** Runs `program -t nat` and parses it; throws a {@link SpawnError} when it cannot start. */
 async function readIptablesSave(
   spawn: SpawnCommand,
@@ -388,7 +391,7 @@ async function readIptablesSave(
   family: Family,
   signal: AbortSignal | undefined,
 ): Promise<IptablesRead> {
-  const child = spawn(program, ["-t", "nat"], signal ? { signal } : {});
+  const child = spawn(program, SAVE_ARGS, signal ? { signal } : {});
   const legacy = { present: false };
   const lines = watchForLegacyTables(splitLines(child.stdout), legacy);
   const parsed = await parseIptablesSave(lines, family).then(

@@ -466,16 +466,14 @@ interface Errno extends Disposable {
 }
 
 function openErrno(): Errno {
-  try {
-    const libc = Deno.dlopen("libc.so.6", LIBC_SYMBOLS);
-    return {
-      read: () => {
-        const pointer = libc.symbols.__errno_location();
-        return pointer === null ? -1 : new Deno.UnsafePointerView(pointer).getInt32();
-      },
-      [Symbol.dispose]: () => libc.close(),
-    };
-  } catch {
-    return { read: () => -1, [Symbol.dispose]: () => {} };
-  }
+  const opened = openLibrary(["libc.so.6"], LIBC_SYMBOLS);
+  if (opened.kind !== "ok") return { read: () => -1, [Symbol.dispose]: () => {} };
+  const libc = opened.library;
+  return {
+    read: () => {
+      const pointer = libc.symbols.__errno_location();
+      return pointer === null ? -1 : new Deno.UnsafePointerView(pointer).getInt32();
+    },
+    [Symbol.dispose]: () => libc.close(),
+  };
 }

@@ -20,7 +20,7 @@
  * @module
  */
 import type { Candidate, Family, Flow, Tuple } from "./flow.ts";
-import { ownCopy } from "./copy.ts";
+import { ownCopy, VIEW_MIN_LENGTH } from "./copy.ts";
 import { digitsValue } from "./digits.ts";
 import { flowKey } from "./flow.ts";
 
@@ -314,9 +314,6 @@ function tokenizeTcpLine(line: string): ParsedLine | undefined {
   return TCP_ENTRY.test(line) ? OTHER_LINE : undefined;
 }
 
-/** V8 copies a substring shorter than this; a longer one is a view of the string it was cut from. */
-const VIEW_MIN = 13;
-
 /**
  * Builds the candidate from a line {@link TCP_CANDIDATE} matched. Undefined when a number is out
  * of range or not written as conntrack writes it, an `ipv4 2` or `ipv6 10` head names the other
@@ -356,7 +353,7 @@ function candidateFromMatch(line: string, m: RegExpExecArray): ParsedLine | unde
   const srcAt = rare.prefix.length + 4; // after `src=`
   const dstAt = srcAt + oSrc.length + 5; // after ` dst=`
   const src = key.slice(srcAt, srcAt + oSrc.length);
-  const dst = oDst.length < VIEW_MIN ? oDst : key.slice(dstAt, dstAt + oDst.length);
+  const dst = oDst.length < VIEW_MIN_LENGTH ? oDst : key.slice(dstAt, dstAt + oDst.length);
 
   const reply = m[g + G_REPLY_SRC] === undefined
     ? { src: dst, dst: src, sport: dport, dport: sport }
