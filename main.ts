@@ -4,6 +4,8 @@
  *
  * @module
  */
+// First: evaluating it ignores SIGUSR1 before the other modules load (see the module).
+import { startupSignals } from "./lib/startup_signals.ts";
 import { createAgent } from "./lib/agent.ts";
 import {
   type BackendOptions,
@@ -32,11 +34,17 @@ import { openNetlinkDeleter } from "./lib/netlink.ts";
 import { denoSpawn } from "./lib/process.ts";
 import { runScan } from "./lib/scan.ts";
 import { serveProbes } from "./lib/server.ts";
+import { HANGUP_MESSAGE, type SignalGuard } from "./lib/signals.ts";
 import { VERSION } from "./lib/version.ts";
 
 const NAME = "conntrack-cleaner";
 
+/** When to check again that SIGUSR1 is ignored: past Deno's ~500 ms grace for its own handler. */
+const REASSERT_AFTER_MS = 1000;
+
 async function main(): Promise<number> {
+  // Since the first module was evaluated, SIGUSR1 neither ends the agent nor opens a debugger.
+  const signals = startupSignals;
   let invocation;
   try {
     invocation = parseInvocation(Deno.args, (name) => Deno.env.get(name), Deno.stdout.isTerminal());
@@ -54,6 +62,10 @@ async function main(): Promise<number> {
     case "run":
       break;
   }
+  // Fail closed: an agent with CAP_NET_ADMIN and --allow-ffi must not run with a debugger a
+  // signal away.
+  if (signals.kind === "unprotected") return fail(signals.message, 2);
+  const { guard } = signals;
   const { config } = invocation;
   let conntrackVersion: string;
   try {
@@ -67,9 +79,13 @@ async function main(): Promise<number> {
   const stop = () => controller.abort();
   Deno.addSignalListener("SIGTERM", stop);
   Deno.addSignalListener("SIGINT", stop);
+  guard.onHangup(() => logger.info(HANGUP_MESSAGE));
+  const reassert = () => reassertIgnored(guard, logger);
+  Deno.unrefTimer(setTimeout(reassert, REASSERT_AFTER_MS));
   const { signal } = controller;
+  const metrics = createMetrics({ version: VERSION, denoVersion: Deno.version.deno });
   const nat = config.natSource === "off" ? undefined : spaceNatReads(
-    createNatReader({ source: config.natSource, spawn: denoSpawn, logger }),
+    createNatReader({ source: config.natSource, spawn: denoSpawn, logger, observer: metrics }),
     systemClock,
   );
   const options = agentOptions(config);
@@ -103,7 +119,6 @@ async function main(): Promise<number> {
     selectDeleter(backendOptions(config.deleteBackend, config, logger), () => openNetlinkDeleter())
   );
   if (deleter instanceof BackendUnavailableError) return fail(deleter.message, 2);
-  const metrics = createMetrics({ version: VERSION, denoVersion: Deno.version.deno });
   const health = createHealth({ periodMs: config.dumpFrequencyMs, clock: systemClock });
   let server;
   if (config.metricsAddress) {
@@ -117,6 +132,7 @@ async function main(): Promise<number> {
     cycleCompleted: (report: Parameters<typeof metrics.cycleCompleted>[0]) => {
       metrics.cycleCompleted(report);
       health.cycleCompleted(report);
+      reassert();
     },
     cycleProgressed: () => health.markLoopAlive(),
   };
@@ -175,6 +191,13 @@ function agentOptions(config: Config) {
     dryRun: config.dryRun,
     accept: makeTargetFilter(config),
   };
+}
+
+/** Ignores SIGUSR1 again if the runtime took it back, and says so. */
+function reassertIgnored(guard: SignalGuard, logger: Logger): void {
+  if (guard.reassert()) {
+    logger.warn("SIGUSR1 was being handled again; ignoring it again so it cannot open a debugger");
+  }
 }
 
 async function printVersions(): Promise<number> {

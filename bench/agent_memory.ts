@@ -13,7 +13,7 @@
  */
 import { denoSpawn } from "../lib/process.ts";
 import { option, start, startTaskFlags, usage } from "./cycle.ts";
-import { createNetns, fillTable } from "./fill_table.ts";
+import { createNetns, fillTable, raiseConntrackCapacity } from "./fill_table.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
@@ -45,6 +45,7 @@ if (import.meta.main) {
   const synShare = option(args, "--syn-share", 0.05);
   const entries = Number(args[0] ?? 1_000_000);
   const flagSets = args.length > 1 ? args.slice(1) : [""];
+  await using _capacity = await raiseConntrackCapacity(denoSpawn, entries);
   await using ns = await createNetns(denoSpawn, "bench-mem");
   const fill = await fillTable(denoSpawn, ns.name, { entries, synSentShare: synShare });
   for (const v8Flags of flagSets) {

@@ -24,7 +24,7 @@
  */
 import { denoSpawn } from "../lib/process.ts";
 import type { SpawnedProcess } from "../lib/command.ts";
-import { createNetns, fillTable } from "./fill_table.ts";
+import { createNetns, fillTable, raiseConntrackCapacity } from "./fill_table.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const CLOCK_TICKS = 100;
@@ -273,6 +273,7 @@ if (import.meta.main) {
   const busyLimit = option(args, "--busy-limit", 0.2);
   const sizes = args.length > 0 ? args.map(Number) : [100_000, 1_000_000];
   for (const entries of sizes) {
+    await using _capacity = await raiseConntrackCapacity(denoSpawn, entries);
     await using ns = await createNetns(denoSpawn, "bench-cycle");
     const fill = await fillTable(denoSpawn, ns.name, { entries });
     if (soakS > 0) {

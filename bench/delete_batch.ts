@@ -13,7 +13,14 @@ import { runToEnd } from "../lib/command.ts";
 import type { DeleteOutcome } from "../lib/deleter.ts";
 import type { Flow } from "../lib/flow.ts";
 import { denoSpawn } from "../lib/process.ts";
-import { createNetns, entryAt, fillTable, inNetns, tableCount } from "./fill_table.ts";
+import {
+  createNetns,
+  entryAt,
+  fillTable,
+  inNetns,
+  raiseConntrackCapacity,
+  tableCount,
+} from "./fill_table.ts";
 import type { FillOptions } from "./fill_table.ts";
 
 const HELPER = new URL("../tests/fixtures/scale_netlink_delete.ts", import.meta.url).pathname;
@@ -30,6 +37,7 @@ export function cliDeleteLine(flow: Flow): string {
 
 if (import.meta.main) {
   const [entries = 1_000_000, netlinkFlows = 300, cliFlows = 5] = Deno.args.map(Number);
+  await using _capacity = await raiseConntrackCapacity(denoSpawn, entries);
   await using ns = await createNetns(denoSpawn, "bench-delete");
   const options: FillOptions = { entries };
   const fill = await fillTable(denoSpawn, ns.name, options);

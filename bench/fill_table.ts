@@ -5,7 +5,9 @@
  * and with a share in a non-default zone. Entries go in through `conntrack -R -` in chunks, which
  * creates them without the per-line table dump that `-D` lines cost.
  *
- * CLI: `deno run -A bench/fill_table.ts NETNS ENTRIES` (creates NETNS when missing; keeps it).
+ * CLI: `deno run -A bench/fill_table.ts NETNS ENTRIES` (creates NETNS when missing; keeps it,
+ * full; raises the host's conntrack limits for the fill and puts them back before it exits, which
+ * leaves the entries in place but lets no new ones past the restored `nf_conntrack_max`).
  *
  * @module
  */
@@ -13,6 +15,10 @@ import { runToEnd } from "../lib/command.ts";
 import type { SpawnCommand } from "../lib/command.ts";
 import type { Family, Flow } from "../lib/flow.ts";
 import { denoSpawn } from "../lib/process.ts";
+import { cleanupOnInterrupt } from "../lib/interrupt_cleanup.ts";
+import type { OnInterrupt } from "../lib/interrupt_cleanup.ts";
+import { readSysctl, setSysctls } from "../lib/sysctl.ts";
+import type { SetSysctlsOptions, SysctlChange } from "../lib/sysctl.ts";
 
 /** How a table is filled. */
 export interface FillOptions {
@@ -126,6 +132,9 @@ export interface FillResult {
 
 const CHUNK = 50_000;
 
+/** Prefix of the namespaces {@link createNetns} makes, the one every test namespace has. */
+export const NETNS_PREFIX = "cct-";
+
 /** Runs a program inside a namespace and throws on a non-zero exit (bench helper). */
 export async function inNetns(
   spawn: SpawnCommand,
@@ -147,25 +156,70 @@ export async function inNetns(
   return out.stdout;
 }
 
+/** The host-wide conntrack limits a table of some size needs. */
+export interface ConntrackCapacity {
+  /** `net.netfilter.nf_conntrack_max`: entries allowed per namespace. */
+  readonly max: number;
+  /** `net.netfilter.nf_conntrack_buckets`: the hash size, shared by every namespace. */
+  readonly buckets: number;
+}
+
+const MAX_SYSCTL = "net.netfilter.nf_conntrack_max";
+const BUCKETS_SYSCTL = "net.netfilter.nf_conntrack_buckets";
+
 /**
- * Raises the host-wide conntrack limits so that `entries` fit (only ever raises them).
- * `nf_conntrack_max` and `nf_conntrack_buckets` can only be written in the initial namespace.
+ * The limits that fit `entries` with a quarter to spare: a power of two, at least 262,144 (the
+ * default of a machine with 4 GiB or more), with half as many hash buckets, at most 1,048,576.
+ *
+ * @example
+ * ```ts
+ * import { conntrackCapacityFor } from "./fill_table.ts";
+ * conntrackCapacityFor(1_000_000); // { max: 2097152, buckets: 1048576 }
+ * ```
  */
-export async function raiseLimits(spawn: SpawnCommand, entries: number): Promise<void> {
-  const want = Math.max(262_144, 2 ** Math.ceil(Math.log2(entries * 1.25)));
-  const current = await runToEnd(spawn, "sysctl", ["-n", "net.netfilter.nf_conntrack_max"]);
-  if (Number(current.stdout.trim()) >= want) return;
-  const buckets = Math.min(want / 2, 1_048_576);
-  const out = await runToEnd(spawn, "sysctl", [
-    "-w",
-    `net.netfilter.nf_conntrack_max=${want}`,
-    `net.netfilter.nf_conntrack_buckets=${buckets}`,
-  ]);
-  if (out.code !== 0) throw new Error(`Cannot raise nf_conntrack_max: ${out.stderr.trim()}`);
+export function conntrackCapacityFor(entries: number): ConntrackCapacity {
+  const max = Math.max(262_144, 2 ** Math.ceil(Math.log2(entries * 1.25)));
+  return { max, buckets: Math.min(max / 2, 1_048_576) };
 }
 
 /**
- * Fills `netns`'s table with `options.entries` generated entries ({@link entryAt}).
+ * Raises the host-wide conntrack limits so that `entries` fit ({@link conntrackCapacityFor}),
+ * never lowering one, and returns the change: disposing it (`await using`) writes back exactly
+ * the values found, also when the caller throws, and a SIGINT or SIGTERM before that does the
+ * same. `nf_conntrack_max` and `nf_conntrack_buckets` can only be written in the initial
+ * namespace, so they are the host's: on a real node a raised hash resizes the live table.
+ *
+ * @example
+ * ```ts ignore
+ * import { createNetns, fillTable, raiseConntrackCapacity } from "./fill_table.ts";
+ * import { denoSpawn } from "../lib/process.ts";
+ * await using _capacity = await raiseConntrackCapacity(denoSpawn, 1_000_000);
+ * await using ns = await createNetns(denoSpawn, "bench");
+ * await fillTable(denoSpawn, ns.name, { entries: 1_000_000 });
+ * ```
+ */
+export async function raiseConntrackCapacity(
+  spawn: SpawnCommand,
+  entries: number,
+  options: SetSysctlsOptions = {},
+): Promise<SysctlChange> {
+  const want = conntrackCapacityFor(entries);
+  if (await readSysctl(spawn, MAX_SYSCTL) === undefined) {
+    // The limits exist once the conntrack module is loaded; asking for the count loads it.
+    await runToEnd(spawn, "conntrack", ["-C"]);
+  }
+  const raise: Record<string, string> = {};
+  for (const [name, value] of [[MAX_SYSCTL, want.max], [BUCKETS_SYSCTL, want.buckets]] as const) {
+    const current = Number(await readSysctl(spawn, name));
+    if (!(current >= value)) raise[name] = String(value);
+  }
+  return await setSysctls(spawn, raise, options);
+}
+
+/**
+ * Fills `netns`'s table with `options.entries` generated entries ({@link entryAt}). Throws a
+ * `RangeError` when `nf_conntrack_max` is below that: raise it first, for the caller's scope,
+ * with {@link raiseConntrackCapacity}.
  *
  * @example
  * ```ts ignore
@@ -180,7 +234,14 @@ export async function fillTable(
   options: FillOptions,
 ): Promise<FillResult> {
   const start = performance.now();
-  await raiseLimits(spawn, options.entries);
+  const max = Number(await readSysctl(spawn, MAX_SYSCTL));
+  if (!(max >= options.entries)) {
+    // Raising it here would outlive the caller's test; the caller scopes it instead.
+    throw new RangeError(
+      `Cannot fill ${options.entries} entries as ${MAX_SYSCTL} is smaller: current value is ` +
+        `${max} (raise it with raiseConntrackCapacity())`,
+    );
+  }
   for (let from = 0; from < options.entries; from += CHUNK) {
     const to = Math.min(options.entries, from + CHUNK);
     const lines: string[] = [];
@@ -204,7 +265,9 @@ export interface Netns extends AsyncDisposable {
 }
 
 /**
- * Creates a namespace with a unique name (`prefix` plus a random suffix) and loopback up.
+ * Creates a namespace with loopback up, named `cct-<purpose>-<random>` (the prefix every test
+ * namespace has, so a leftover is recognised). Disposing it deletes it, and so does a SIGINT or
+ * SIGTERM before that; if setting it up fails, it is deleted before the error propagates.
  *
  * @example
  * ```ts ignore
@@ -213,15 +276,38 @@ export interface Netns extends AsyncDisposable {
  * await using ns = await createNetns(denoSpawn, "bench");
  * ```
  */
-export async function createNetns(spawn: SpawnCommand, prefix: string): Promise<Netns> {
-  const name = `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
+export async function createNetns(
+  spawn: SpawnCommand,
+  purpose: string,
+  onInterrupt: OnInterrupt = cleanupOnInterrupt,
+): Promise<Netns> {
+  const name = `${NETNS_PREFIX}${purpose}-${crypto.randomUUID().slice(0, 8)}`;
+  let deleted = false;
+  const remove = async () => {
+    if (deleted) return;
+    deleted = true;
+    const out = await runToEnd(spawn, "ip", ["netns", "del", name]);
+    if (out.code !== 0) throw new Error(`Cannot delete netns ${name}: ${out.stderr.trim()}`);
+  };
+  // Registered before the namespace exists, so no moment is left where an interrupt leaks it.
+  const guard = onInterrupt(remove);
   const out = await runToEnd(spawn, "ip", ["netns", "add", name]);
-  if (out.code !== 0) throw new Error(`Cannot create netns ${name}: ${out.stderr.trim()}`);
-  await inNetns(spawn, name, ["ip", "link", "set", "lo", "up"]);
+  if (out.code !== 0) {
+    guard[Symbol.dispose]();
+    throw new Error(`Cannot create netns ${name}: ${out.stderr.trim()}`);
+  }
+  try {
+    await inNetns(spawn, name, ["ip", "link", "set", "lo", "up"]);
+  } catch (error) {
+    guard[Symbol.dispose]();
+    await remove();
+    throw error;
+  }
   return {
     name,
     [Symbol.asyncDispose]: async () => {
-      await runToEnd(spawn, "ip", ["netns", "del", name]);
+      guard[Symbol.dispose]();
+      await remove();
     },
   };
 }
@@ -235,6 +321,7 @@ if (import.meta.main) {
   }
   const exists = await runToEnd(denoSpawn, "ip", ["netns", "pids", netns]);
   if (exists.code !== 0) await runToEnd(denoSpawn, "ip", ["netns", "add", netns]);
+  await using _capacity = await raiseConntrackCapacity(denoSpawn, entries);
   const result = await fillTable(denoSpawn, netns, { entries });
   console.log(JSON.stringify({ netns, entries, ...result }));
 }

@@ -9,7 +9,7 @@
  */
 import type { SpawnCommand } from "../lib/command.ts";
 import { denoSpawn } from "../lib/process.ts";
-import { createNetns, entryAt, fillTable } from "./fill_table.ts";
+import { createNetns, entryAt, fillTable, raiseConntrackCapacity } from "./fill_table.ts";
 import type { FillOptions } from "./fill_table.ts";
 
 /** TCP `SYN_SENT [UNREPLIED]` entries a listing printed, by family and zone. */
@@ -119,6 +119,7 @@ function median(values: readonly number[]): number {
 }
 
 async function benchSize(entries: number, repeats: number): Promise<string> {
+  await using _capacity = await raiseConntrackCapacity(denoSpawn, entries);
   await using ns = await createNetns(denoSpawn, "bench-listing");
   const options: FillOptions = { entries };
   const fill = await fillTable(denoSpawn, ns.name, options);

@@ -12,7 +12,7 @@ import { runToEnd } from "../lib/command.ts";
 import { openNetlinkLister } from "../lib/netlink_list.ts";
 import { denoSpawn } from "../lib/process.ts";
 import { option } from "./cycle.ts";
-import { createNetns, fillTable, inNetns } from "./fill_table.ts";
+import { createNetns, fillTable, inNetns, raiseConntrackCapacity } from "./fill_table.ts";
 
 function cpuSeconds(): number {
   const text = Deno.readTextFileSync("/proc/self/stat");
@@ -58,6 +58,7 @@ if (import.meta.main && Deno.args[0] === "--child") {
   const args = [...Deno.args];
   const rounds = option(args, "--rounds", 10);
   const entries = Number(args[0] ?? 1_000_000);
+  await using _capacity = await raiseConntrackCapacity(denoSpawn, entries);
   await using ns = await createNetns(denoSpawn, "bench-nl");
   const fill = await fillTable(denoSpawn, ns.name, { entries });
   const self = new URL(import.meta.url).pathname;

@@ -8,7 +8,7 @@
  */
 import type { Clock } from "./clock.ts";
 import type { Lister } from "./lister.ts";
-import { pauseAfter } from "./pacing.ts";
+import { pauseAfter, Spell, stretchThreshold } from "./pacing.ts";
 import type { DeleteFailure, Deleter } from "./deleter.ts";
 import type { Flow } from "./flow.ts";
 import { describeFlow, flowKey } from "./flow.ts";
@@ -97,8 +97,8 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
   });
   // Dry run announces each flow once, not on every cycle it stays condemned.
   let announced = new Set<string>();
-  let overrunning = false;
-  let stretching = false;
+  const overrunning = new Spell();
+  const stretching = new Spell();
   const { clock, logger } = deps;
 
   async function cycle(signal?: AbortSignal, execute = true): Promise<CycleResult> {
@@ -213,28 +213,29 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
   ): CycleResult {
     const tookMs = clock.monotonic() - start;
     const overran = tookMs > options.periodMs;
-    if (overran && !overrunning) {
+    // Each message once per spell (see Spell): cycle times near a limit would flip them.
+    const overrun = overrunning.update(tookMs, options.periodMs);
+    if (overrun === "began") {
       logger.warn("cycle took longer than the dump period; cycles now run back to back", {
         cycle_ms: Math.round(tookMs),
         period_ms: options.periodMs,
       });
-    } else if (!overran && overrunning) {
+    } else if (overrun === "ended") {
       logger.info("cycles fit in the dump period again", { cycle_ms: Math.round(tookMs) });
     }
-    overrunning = overran;
-    const pauseMs = pauseAfter(tookMs, options.periodMs, options.busyLimit ?? 1);
-    const stretched = pauseMs > options.periodMs;
-    if (stretched && !stretching) {
+    const busyLimit = options.busyLimit ?? 1;
+    const pauseMs = pauseAfter(tookMs, options.periodMs, busyLimit);
+    const stretch = stretching.update(tookMs, stretchThreshold(options.periodMs, busyLimit));
+    if (stretch === "began") {
       logger.info("slow cycles: pausing longer than the dump period to stay under the busy limit", {
         cycle_ms: Math.round(tookMs),
         pause_ms: pauseMs,
         period_ms: options.periodMs,
-        busy_limit: options.busyLimit ?? 1,
+        busy_limit: busyLimit,
       });
-    } else if (!stretched && stretching) {
+    } else if (stretch === "ended") {
       logger.info("pausing for the dump period again", { cycle_ms: Math.round(tookMs) });
     }
-    stretching = stretched;
     const report: CycleReport = { ...partial, overran, pauseSeconds: pauseMs / 1000 };
     deps.observer?.cycleCompleted(report);
     return { report, assessments };

@@ -116,7 +116,7 @@ const DESTINATIONS: FlagSpec = {
   flag: "--destination",
   env: "CONNTRACK_CLEANER_DESTINATIONS",
   default: "",
-  accepts: "comma-separated CIDR blocks (flag repeatable); empty for all",
+  accepts: "comma-separated CIDR blocks, none empty (flag repeatable); an empty variable for all",
   help: "only touch entries whose original destination lies in one of these blocks",
   value: "<cidrs>",
   repeatable: true,
@@ -125,7 +125,7 @@ const EXCLUDE_DESTINATIONS: FlagSpec = {
   flag: "--exclude-destination",
   env: "CONNTRACK_CLEANER_EXCLUDE_DESTINATIONS",
   default: "",
-  accepts: "comma-separated CIDR blocks (flag repeatable)",
+  accepts: "comma-separated CIDR blocks, none empty (flag repeatable)",
   help: "never touch entries whose original destination lies in one of these blocks",
   value: "<cidrs>",
   repeatable: true,
@@ -134,7 +134,7 @@ const PORTS: FlagSpec = {
   flag: "--port",
   env: "CONNTRACK_CLEANER_PORTS",
   default: "",
-  accepts: "comma-separated ports 1-65535 (flag repeatable); empty for all",
+  accepts: "comma-separated ports 1-65535, none empty (flag repeatable); an empty variable for all",
   help: "only touch entries to these original destination ports",
   value: "<ports>",
   repeatable: true,
@@ -246,6 +246,10 @@ interface RawValue {
   readonly text: string;
   /** Names the source first and the other spelling in parentheses. */
   readonly name: string;
+  /** Whether the value was given as a flag (rather than a variable, or the default). */
+  readonly fromFlag: boolean;
+  /** The flag, for messages that say to leave it out. */
+  readonly flag: string;
 }
 
 function invalid(raw: RawValue, what: string, detail?: string): ConfigError {
@@ -288,13 +292,29 @@ function parseBoolean(raw: RawValue): boolean {
   throw invalid(raw, "true, false, 1 or 0");
 }
 
-/** Splits a comma-separated list, ignoring blanks so that `a,b,` and `""` are fine. */
-function splitList(text: string): string[] {
-  return text.split(",").map((item) => item.trim()).filter((item) => item !== "");
+/**
+ * Splits a comma-separated list. An empty entry (`a,,b`, `a,`, `,`) is refused rather than
+ * skipped, because these lists narrow what the agent touches: a template such as
+ * `"${V4},${V6}"` with both variables unset gives `,`, and reading that as "no entry", which
+ * means "every destination", would widen the aim instead of stopping. Only an empty (or blank)
+ * variable means "no entry", as documented; a flag given as `''` is refused, so that it cannot
+ * silently override a variable that named a pool.
+ */
+function splitList(raw: RawValue, what: string, whole: string): string[] {
+  if (raw.text.trim() === "") {
+    if (!raw.fromFlag) return [];
+    throw invalid(raw, what, `the list is empty; to ${whole}, leave out ${raw.flag}`);
+  }
+  const items = raw.text.split(",").map((item) => item.trim());
+  const empty = items.indexOf("");
+  if (empty >= 0) {
+    throw invalid(raw, what, `entry ${empty + 1} of ${items.length} is empty`);
+  }
+  return items;
 }
 
-function parseCidrs(raw: RawValue): Cidr[] {
-  const items = splitList(raw.text);
+function parseCidrs(raw: RawValue, whole: string): Cidr[] {
+  const items = splitList(raw, "comma-separated CIDR blocks", whole);
   return items.map((item) => {
     try {
       return parseCidr(item);
@@ -309,7 +329,8 @@ function parseCidrs(raw: RawValue): Cidr[] {
 }
 
 function parsePorts(raw: RawValue): number[] {
-  const ports = splitList(raw.text).map((item) => {
+  const items = splitList(raw, "comma-separated ports 1-65535", "touch every port");
+  const ports = items.map((item) => {
     const port = /^[0-9]{1,5}$/.test(item) ? Number(item) : 0;
     if (port < 1 || port > 65535) {
       throw invalid(raw, "comma-separated ports 1-65535", `bad port ${JSON.stringify(item)}`);
@@ -457,14 +478,22 @@ function buildConfig(
     if (program.getOptionValueSource(key) === "cli") {
       const value: unknown = program.getOptionValue(key);
       const text = Array.isArray(value) ? value.join(",") : value === true ? "true" : String(value);
-      return { text, name: `${spec.flag} (${spec.env})` };
+      return { text, name: `${spec.flag} (${spec.env})`, fromFlag: true, flag: spec.flag };
     }
     const fromEnv = env(spec.env);
-    if (fromEnv !== undefined) return { text: fromEnv, name: `${spec.env} (${spec.flag})` };
+    if (fromEnv !== undefined) {
+      return {
+        text: fromEnv,
+        name: `${spec.env} (${spec.flag})`,
+        fromFlag: false,
+        flag: spec.flag,
+      };
+    }
     return undefined;
   };
   const orDefault = (spec: FlagSpec): RawValue =>
-    read(spec) ?? { text: spec.default, name: `${spec.flag} (${spec.env})` };
+    read(spec) ??
+      { text: spec.default, name: `${spec.flag} (${spec.env})`, fromFlag: false, flag: spec.flag };
 
   const logFormat = read(LOG_FORMAT);
   return {
@@ -483,8 +512,8 @@ function buildConfig(
       LOG_LEVEL.accepts,
     ),
     metricsAddress: parseMetricsAddress(orDefault(METRICS_ADDRESS)),
-    destinations: parseCidrs(orDefault(DESTINATIONS)),
-    excludeDestinations: parseCidrs(orDefault(EXCLUDE_DESTINATIONS)),
+    destinations: parseCidrs(orDefault(DESTINATIONS), "touch every destination"),
+    excludeDestinations: parseCidrs(orDefault(EXCLUDE_DESTINATIONS), "exclude nothing"),
     ports: parsePorts(orDefault(PORTS)),
     natSource: parseChoice<NatSource>(
       orDefault(NAT_SOURCE),

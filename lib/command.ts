@@ -9,7 +9,10 @@
 export interface SpawnOptions {
   /** Text written to the program's standard input, which is then closed. No stdin when absent. */
   readonly stdin?: string;
-  /** Aborting kills the program (SIGTERM). */
+  /**
+   * Aborting kills the program: SIGTERM, then SIGKILL if it has not exited after a short grace
+   * (see `KILL_GRACE_MS` in `process.ts`).
+   */
   readonly signal?: AbortSignal;
 }
 
@@ -47,8 +50,15 @@ export type SpawnCommand = (
   options?: SpawnOptions,
 ) => SpawnedProcess;
 
-/** Why a program could not be started. */
-export type SpawnFailure = "not-found" | "permission-denied" | "other";
+/**
+ * Why a program could not be started:
+ * - `not-found`: no such file, or no such name on `PATH`;
+ * - `permission-denied`: the file exists but the system will not execute it (mode, mount);
+ * - `not-allowed`: Deno's `--allow-run` list does not name it. Deno checks this before it looks
+ *   for the file, so such a program may also be missing;
+ * - `other`: anything else.
+ */
+export type SpawnFailure = "not-found" | "permission-denied" | "not-allowed" | "other";
 
 /** A program could not be started: it is missing, not executable, or not allowed. */
 export class SpawnError extends Error {
@@ -63,6 +73,10 @@ export class SpawnError extends Error {
       ? `Cannot run ${program}: not found (install it, or give its path)`
       : reason === "permission-denied"
       ? `Cannot run ${program}: permission denied (${detail})`
+      : reason === "not-allowed"
+      ? `Cannot run ${program}: it is not in the --allow-run list the agent was started or ` +
+        `built with (that list names programs found on PATH; give one of them, or run with ` +
+        `${program} added to --allow-run)`
       : `Cannot run ${program}: ${detail}`;
     super(what);
     this.name = "SpawnError";

@@ -62,11 +62,24 @@ export interface Config {
    * @default {":9469"}
    */
   readonly metricsAddress: { readonly hostname: string; readonly port: number } | undefined;
-  /** Only entries whose original destination lies in one of these (all when empty). */
+  /**
+   * Only entries whose original destination lies in one of these; all when empty, which only an
+   * empty or unset variable gives: a list with an empty entry, or a flag given as `''`, is refused
+   * (`CONNTRACK_CLEANER_DESTINATIONS`).
+   * @default {[]}
+   */
   readonly destinations: readonly Cidr[];
-  /** Never entries whose original destination lies in one of these. */
+  /**
+   * Never entries whose original destination lies in one of these; empty entries are refused as
+   * for {@link Config.destinations} (`CONNTRACK_CLEANER_EXCLUDE_DESTINATIONS`).
+   * @default {[]}
+   */
   readonly excludeDestinations: readonly Cidr[];
-  /** Only entries to these destination ports (all when empty). */
+  /**
+   * Only entries to these destination ports; all when empty, with empty entries refused as for
+   * {@link Config.destinations} (`CONNTRACK_CLEANER_PORTS`).
+   * @default {[]}
+   */
   readonly ports: readonly number[];
   /**
    * Source of the node's DNAT rules for the `nat` rule (`CONNTRACK_CLEANER_NAT_SOURCE`).

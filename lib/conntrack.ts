@@ -14,9 +14,10 @@ import {
 } from "./deleter.ts";
 import type { Candidate, Flow } from "./flow.ts";
 import { flowKey } from "./flow.ts";
-import { splitLineBatches, splitLines } from "./lines.ts";
+import { MAX_LINE_LENGTH, type OverlongLine, splitLineBatches, splitLines } from "./lines.ts";
 import type { Dump, Lister, ListOptions } from "./lister.ts";
 import { LineMemo } from "./memo.ts";
+import { STDERR_QUOTE_LENGTH, stderrLine } from "./stderr_line.ts";
 import { tokenizeLine } from "./tokenizer.ts";
 
 /**
@@ -66,8 +67,17 @@ export async function listCandidates(spawn: SpawnCommand, options: DumpOptions):
   let rejected = 0;
   let firstLine = "";
   let firstReason = "";
+  // A line too long to be conntrack's is skipped unread, and counted as unparsable.
+  const onOverlong = (line: OverlongLine) => {
+    lines++;
+    if (rejected++ === 0) {
+      firstLine = line.head;
+      firstReason = `line of ${line.length} characters is longer than the ${MAX_LINE_LENGTH} ` +
+        "a conntrack line can be";
+    }
+  };
   // Whole batches and a plain loop: a generator step per line cost as much as reading it.
-  for await (const batch of splitLineBatches(child.stdout)) {
+  for await (const batch of splitLineBatches(child.stdout, { onOverlong })) {
     const candidates: Candidate[] = [];
     for (const line of batch) {
       if (line.length === 0) continue;
@@ -272,7 +282,7 @@ async function run(spawn: SpawnCommand, program: string, args: readonly string[]
   }
 }
 
+/** The line of conntrack's stderr (or stdout) worth quoting, bounded, without its banner. */
 function lastLine(text: string): string {
-  const lines = text.trim().split("\n");
-  return (lines[lines.length - 1] ?? "").replace(/^conntrack v\S+ \(conntrack-tools\): /, "");
+  return stderrLine(text, STDERR_QUOTE_LENGTH, /^conntrack v\S+ \(conntrack-tools\): /);
 }

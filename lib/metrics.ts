@@ -11,11 +11,16 @@
 import process from "node:process";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Family } from "./flow.ts";
+import { NAT_MECHANISMS } from "./nat_report.ts";
+import type { NatReadObserver, NatSourceRead } from "./nat_report.ts";
 import type { CycleObserver, CycleReport } from "./report.ts";
 import { RULES } from "./verdict.ts";
 
-/** Metrics of the agent, updated by each cycle's report and rendered on demand. */
-export interface Metrics extends CycleObserver {
+/**
+ * Metrics of the agent, updated by each cycle's report and each read of the NAT rules, and
+ * rendered on demand.
+ */
+export interface Metrics extends CycleObserver, NatReadObserver {
   /** The whole exposition text, as served on `/metrics`. */
   render(): Promise<string>;
   /** The `Content-Type` of {@link Metrics.render}'s text. */
@@ -87,8 +92,9 @@ const PREFIX = "conntrack_cleaner_";
 
 /**
  * Creates the agent's metrics in a registry of their own (no global state), with every
- * `rule` × `family` series of the deletion counters already at 0, so that `rate()` and
- * `increase()` see the first deletion.
+ * `rule` × `family` series of the deletion counters, and every `source` × `family` series of the
+ * NAT source failure counter, already at 0, so that `rate()` and `increase()` see the first
+ * deletion or failure.
  *
  * @example Feed a report and render
  * ```ts
@@ -195,6 +201,22 @@ export function createMetrics(info: BuildInfo, options: MetricsOptions = {}): Me
       "it; 0 before the first cycle.",
     registers,
   });
+  const natSourceUp = new Gauge({
+    name: `${PREFIX}nat_source_up`,
+    help: "1 when the last read of this NAT rule source worked, 0 when it failed; no series " +
+      "for a source the node does not have.",
+    labelNames: ["source", "family"] as const,
+    registers,
+  });
+  const natSourceFailures = new Counter({
+    name: `${PREFIX}nat_source_failures_total`,
+    help: "Reads of a NAT rule source that failed (the nat rule could not see its rules).",
+    labelNames: ["source", "family"] as const,
+    registers,
+  });
+  for (const source of NAT_MECHANISMS) {
+    for (const family of FAMILIES) natSourceFailures.inc({ source, family }, 0);
+  }
   const buildInfo = new Gauge({
     name: `${PREFIX}build_info`,
     help: "Always 1; the labels say which agent and runtime are running.",
@@ -257,6 +279,13 @@ export function createMetrics(info: BuildInfo, options: MetricsOptions = {}): Me
       overrun.set(report.overran ? 1 : 0);
       if (report.overran) overruns.inc();
       pause.set(nonNegative(report.pauseSeconds));
+    },
+    natSourceRead({ source, family, outcome }: NatSourceRead): void {
+      const labels = { source, family };
+      // A source that left the node (kube-proxy changed mode) is not down: its series goes.
+      if (outcome === "absent") natSourceUp.remove(labels);
+      else natSourceUp.set(labels, outcome === "ok" ? 1 : 0);
+      if (outcome === "failed") natSourceFailures.inc(labels);
     },
   };
 }

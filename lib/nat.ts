@@ -18,6 +18,7 @@ import type { Family, Flow } from "./flow.ts";
 import { splitLines } from "./lines.ts";
 import type { Logger } from "./log.ts";
 import { parseIptablesSave } from "./nat_iptables.ts";
+import type { NatMechanism, NatReadObserver } from "./nat_report.ts";
 import { parseNftKubeProxy } from "./nat_nftables.ts";
 
 /** One destination the node translates: TCP to `address` port `port`. */
@@ -60,6 +61,8 @@ export interface NatReaderOptions {
   readonly spawn: SpawnCommand;
   /** Where unavailable and recovered sources are logged (once per change). */
   readonly logger: Logger;
+  /** Told how each source's read went, every read (metrics). */
+  readonly observer?: NatReadObserver;
   /**
    * Program names, for nodes where they live elsewhere. The legacy programs are run only when
    * the nf_tables flavour of `iptables-save` says that legacy tables exist beside its own.
@@ -180,6 +183,9 @@ type PartOutcome =
 interface Part {
   /** The command line, for logs. */
   readonly name: string;
+  /** What it reads, for metrics. */
+  readonly source: NatMechanism;
+  readonly family: Family;
   readonly read: (signal: AbortSignal | undefined) => Promise<PartOutcome>;
 }
 
@@ -217,6 +223,8 @@ export function createNatReader(options: NatReaderOptions): NatReader {
       parts.forEach((part, i) => {
         const outcome = outcomes[i] ?? { kind: "failed", reason: "no outcome" };
         logChange(logger, part.name, states.get(part.name), outcome);
+        const read = { source: part.source, family: part.family, outcome: outcome.kind };
+        options.observer?.natSourceRead(read);
         states.set(part.name, outcome.kind);
         if (outcome.kind === "ok") destinations.push(...outcome.destinations);
         else problems[part.name] = outcome.reason;
@@ -334,6 +342,8 @@ function iptablesPart(spawn: SpawnCommand, programs: IptablesPrograms): Part {
   const { program, legacyProgram, family, optional } = programs;
   return {
     name: `${program} ${SAVE_ARGS.join(" ")}`,
+    source: "iptables",
+    family,
     read: async (signal) => {
       let own: IptablesRead;
       try {
@@ -435,6 +445,8 @@ function nftPart(spawn: SpawnCommand, program: string, family: Family, optional:
   const args = ["-j", "list", "map", table, "kube-proxy", "service-ips"];
   return {
     name: `${program} ${args.join(" ")}`,
+    source: "nftables",
+    family,
     read: async (signal) => {
       try {
         const out = await runToEnd(spawn, program, args, signal ? { signal } : {});

@@ -31,7 +31,12 @@ import {
   IPS_SEEN_REPLY,
   TCP_CONNTRACK_SYN_SENT,
 } from "./ctnetlink.ts";
-import { isPermissionError, libraryPaths, openLibrary } from "./library_paths.ts";
+import {
+  describeUnavailable,
+  isPermissionError,
+  libraryPaths,
+  openLibrary,
+} from "./library_paths.ts";
 
 /** Result of {@link openNetlinkDeleter}. */
 export type NetlinkOpen =
@@ -140,7 +145,7 @@ export function openNetlinkDeleter(options: NetlinkOptions = {}): NetlinkOpen {
   if (opened.kind !== "ok") {
     return {
       kind: "unavailable",
-      reason: opened.denied ? "--allow-ffi not granted" : `${LIBRARY} not found`,
+      reason: describeUnavailable(LIBRARY, opened),
     };
   }
   const library = opened.library;

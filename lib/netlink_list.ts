@@ -14,7 +14,7 @@
  */
 import type { Candidate } from "./flow.ts";
 import { dumpRequest, errnoName, readDumpBuffer } from "./ctnetlink.ts";
-import { libraryPaths, openLibrary } from "./library_paths.ts";
+import { describeUnavailable, libraryPaths, openLibrary } from "./library_paths.ts";
 import type { Dump, Lister, ListOptions } from "./lister.ts";
 
 /**
@@ -74,7 +74,12 @@ const SYMBOLS = {
 const LIBC = "libc.so.6";
 const LIBC_SYMBOLS = {
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  // Why socket() failed: read on the calling thread right after the (synchronous) call.
+  __errno_location: { parameters: [], result: "pointer" },
 } as const;
+/** socket() fails with these when the process or the system is out of descriptors. */
+const EMFILE = 24;
+const ENFILE = 23;
 /** `SOL_SOCKET` and `SO_RCVTIMEO` (its 64-bit `timeval` form) on x86-64 and arm64 Linux. */
 const SOL_SOCKET = 1;
 const SO_RCVTIMEO = 20;
@@ -94,7 +99,7 @@ export function openNetlinkLister(
   if (mnl.kind !== "ok") {
     return {
       kind: "unavailable",
-      reason: mnl.denied ? "--allow-ffi not granted" : `${LIBRARY} not found`,
+      reason: describeUnavailable(LIBRARY, mnl),
     };
   }
   const libc = openLibrary([LIBC], LIBC_SYMBOLS);
@@ -143,7 +148,8 @@ export class NetlinkSocket implements Disposable {
     timeoutMs: number,
   ): NetlinkSocket | string {
     const socket = mnl.mnl_socket_open(NETLINK_NETFILTER);
-    if (socket === null) return "Cannot open a netlink socket";
+    // Out of descriptors (EMFILE), this listing fails and the next one tries again.
+    if (socket === null) return `Cannot open a netlink socket: ${socketErrno(libc)}`;
     const opened = new NetlinkSocket(mnl, socket, timeoutMs);
     if (mnl.mnl_socket_bind(socket, 0, 0) < 0) {
       opened[Symbol.dispose]();
@@ -275,6 +281,15 @@ export class NetlinkLister implements Lister, Disposable {
     this.#library.close();
     this.#libc.close();
   }
+}
+
+/** Why socket() failed, from errno as the failed call left it. */
+function socketErrno(libc: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"]): string {
+  const pointer = libc.__errno_location();
+  const errno = pointer === null ? -1 : new Deno.UnsafePointerView(pointer).getInt32();
+  if (errno === EMFILE) return "EMFILE (the agent has no file descriptor left)";
+  if (errno === ENFILE) return "ENFILE (the system has no file descriptor left)";
+  return errnoName(errno);
 }
 
 function errorReason(errno: number): string {

@@ -1,10 +1,15 @@
 /**
  * The HTTP listener for Prometheus and the kubelet: `GET /metrics`, `GET /healthz` (liveness)
- * and `GET /readyz` (readiness).
+ * and `GET /readyz` (readiness), over the bounded server of `http_server.ts`.
  *
  * @module
  */
+import type { Clock } from "./clock.ts";
+import { systemClock } from "./clock.ts";
 import type { Health } from "./health.ts";
+import type { HttpRequestHead } from "./http_request.ts";
+import { serveBounded } from "./http_server.ts";
+import type { HttpLimits, HttpResponse } from "./http_server.ts";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 
@@ -22,6 +27,16 @@ export interface ServeProbesOptions {
   readonly logger: Logger;
   /** Aborting stops the listener gracefully. */
   readonly signal: AbortSignal;
+  /**
+   * Connection, size and time limits (see {@link HttpLimits} for each default).
+   * @default {DEFAULT_HTTP_LIMITS}
+   */
+  readonly limits?: HttpLimits;
+  /**
+   * Paces the listener's warnings (at most one a minute per kind).
+   * @default {systemClock}
+   */
+  readonly clock?: Clock;
 }
 
 /** A listener that is accepting connections. */
@@ -56,6 +71,10 @@ export class ListenError extends Error {
  * - `/readyz`: 200 `ok` while the last successful dump is recent, else 503 with a one-line reason.
  * - anything else: 404.
  *
+ * The listener is our own bounded HTTP/1.1 server (`http_server.ts`): a capped number of
+ * connections, a deadline for each request head and idle wait, no request bodies, and 400 for
+ * anything malformed, so that no client can hold the agent's descriptors or fill its log.
+ *
  * @example Serve on a free port until aborted
  * ```ts ignore
  * const controller = new AbortController();
@@ -73,35 +92,35 @@ export class ListenError extends Error {
 export function serveProbes(options: ServeProbesOptions): Promise<ProbeServer> {
   const { hostname, port, logger, signal } = options;
   const address = formatAddress(hostname, port);
-  let server: Deno.HttpServer<Deno.NetAddr>;
+  let listener: Deno.TcpListener;
   try {
-    server = Deno.serve({
-      hostname,
-      port,
-      signal,
-      // Deno prints "Listening on ..." by default; the agent logs through its own logger.
-      onListen: () => {},
-      onError: (error) => {
-        logger.error("probe request failed", { error: firstLine(error) });
-        return textResponse(500, "internal error\n");
-      },
-    }, (request) => handle(request, options));
+    listener = Deno.listen({ hostname, port, transport: "tcp" });
   } catch (error) {
     return Promise.reject(new ListenError(address, listenFailure(error), { cause: error }));
   }
-  const addr = { hostname: server.addr.hostname, port: server.addr.port };
+  const addr = { hostname: listener.addr.hostname, port: listener.addr.port };
   logger.info("serving /metrics, /healthz and /readyz", {
     address: formatAddress(addr.hostname, addr.port),
   });
-  return Promise.resolve({ addr, finished: server.finished });
+  const finished = serveBounded({
+    listener,
+    handler: (request) => handle(request, options),
+    logger,
+    signal,
+    clock: options.clock ?? systemClock,
+    ...(options.limits ? { limits: options.limits } : {}),
+  });
+  return Promise.resolve({ addr, finished });
 }
 
-async function handle(request: Request, options: ServeProbesOptions): Promise<Response> {
-  const { pathname } = new URL(request.url);
-  const route = ROUTES.get(pathname);
-  if (route === undefined) return textResponse(404, "not found\n", request);
+async function handle(
+  request: HttpRequestHead,
+  options: ServeProbesOptions,
+): Promise<HttpResponse> {
+  const route = ROUTES.get(request.path);
+  if (route === undefined) return textResponse(404, "not found\n");
   if (request.method !== "GET" && request.method !== "HEAD") {
-    return textResponse(405, "method not allowed\n", request, { allow: "GET, HEAD" });
+    return textResponse(405, "method not allowed\n", { allow: "GET, HEAD" });
   }
   switch (route) {
     case "metrics": {
@@ -110,22 +129,21 @@ async function handle(request: Request, options: ServeProbesOptions): Promise<Re
         body = await options.metrics.render();
       } catch (error) {
         options.logger.error("cannot render metrics", { error: firstLine(error) });
-        return textResponse(500, "cannot render metrics\n", request);
+        return textResponse(500, "cannot render metrics\n");
       }
-      return new Response(request.method === "HEAD" ? null : body, {
+      return {
         status: 200,
         headers: { "content-type": options.metrics.contentType, "cache-control": "no-store" },
-      });
+        body,
+      };
     }
     case "healthz": {
       const live = options.health.liveness();
-      return live.ok
-        ? textResponse(200, "ok\n", request)
-        : textResponse(503, `${live.reason}\n`, request);
+      return live.ok ? textResponse(200, "ok\n") : textResponse(503, `${live.reason}\n`);
     }
     case "readyz": {
       const ready = options.health.readiness();
-      return textResponse(ready.ok ? 200 : 503, ready.ok ? "ok\n" : `${ready.reason}\n`, request);
+      return textResponse(ready.ok ? 200 : 503, ready.ok ? "ok\n" : `${ready.reason}\n`);
     }
   }
 }
@@ -140,17 +158,17 @@ const ROUTES: ReadonlyMap<string, Route> = new Map([
 function textResponse(
   status: number,
   body: string,
-  request?: Request,
   headers: Readonly<Record<string, string>> = {},
-): Response {
-  return new Response(request?.method === "HEAD" ? null : body, {
+): HttpResponse {
+  return {
     status,
     headers: {
       "content-type": "text/plain; charset=utf-8",
       "cache-control": "no-store",
       ...headers,
     },
-  });
+    body,
+  };
 }
 
 function listenFailure(error: unknown): string {

@@ -4,6 +4,7 @@ import type { SpawnCommand } from "../lib/command.ts";
 import { createAgent } from "../lib/agent.ts";
 import { CLI_DELETE_PIECE, createCliDeleter, createCliLister } from "../lib/conntrack.ts";
 import type { NatReader } from "../lib/nat.ts";
+import { denoSpawn } from "../lib/process.ts";
 import type { CycleReport } from "../lib/report.ts";
 import { FakeClock, FakeConntrack, RecordingLogger, staleFlow } from "./fakes.ts";
 
@@ -221,25 +222,68 @@ Deno.test("agent logs once when cycles overrun the period, and once when they fi
   await agent.cycle();
   slow = false;
   await agent.cycle();
-  assert.deepEqual(reports.map((r) => r.overran), [true, true, false]);
+  await agent.cycle();
+  assert.equal(logger.messages("info").includes("cycles fit in the dump period again"), false);
+  await agent.cycle();
+  assert.deepEqual(reports.map((r) => r.overran), [true, true, false, false, false]);
   assert.equal(logger.messages("warn").length, 1);
-  assert.ok(logger.messages("info").includes("cycles fit in the dump period again"));
+  // Only after three cycles in a row clearly inside the period.
+  assert.deepEqual(logger.messages("info"), ["cycles fit in the dump period again"]);
 });
 
 Deno.test("agent.run() stretches the pause after slow cycles to stay under the busy limit", async () => {
   const { clock, ct, agent, logger, reports } = setup({ periodMs: 1000, busyLimit: 0.25 });
   // Listings take 800, 800, then 100 ms of virtual time: a large table, then a small one.
-  const durations = [800, 800, 100, 100];
+  const durations = [800, 800, 100, 100, 100];
   const starts = timeListings(ct, (n) => durations[n] ?? 100);
-  await runUntilSleeps(agent, clock, 3);
+  await runUntilSleeps(agent, clock, 4);
   // 800 ms busy at 25% means 2400 ms of pause; 100 ms fits the 1000 ms period.
-  assert.deepEqual(reports.map((r) => r.pauseSeconds), [2.4, 2.4, 1, 1]);
-  assert.deepEqual(starts.slice(1).map((t, i) => t - starts[i]!), [3200, 3200, 1100]);
+  assert.deepEqual(reports.map((r) => r.pauseSeconds), [2.4, 2.4, 1, 1, 1]);
+  assert.deepEqual(starts.slice(1).map((t, i) => t - starts[i]!), [3200, 3200, 1100, 1100]);
   const infos = logger.messages("info");
   assert.equal(infos.filter((m) => m.startsWith("slow cycles")).length, 1);
   assert.equal(infos.filter((m) => m === "pausing for the dump period again").length, 1);
   // 800 ms fits in the 1000 ms period: stretching is not an overrun.
-  assert.deepEqual(reports.map((r) => r.overran), [false, false, false, false]);
+  assert.deepEqual(reports.map((r) => r.overran), [false, false, false, false, false]);
+});
+
+Deno.test("agent logs a bounded number of pacing lines while cycle times wander around the limits", async () => {
+  // Busy limit 20% of a 1000 ms period: pauses stretch above 250 ms cycles. 300 cycles (5
+  // minutes) wander within ±20% of 250 ms, then within ±20% of the period, each for 150.
+  const { clock, ct, agent, logger, reports } = setup({ periodMs: 1000, busyLimit: 0.2 });
+  let seed = 7;
+  const random = () => (seed = (seed * 48271) % 2147483647) / 2147483647;
+  const around = (limit: number) => Math.round(limit * (0.8 + 0.4 * random()));
+  timeListings(ct, (n) => around(n < 150 ? 250 : 1000));
+  await runUntilSleeps(agent, clock, 299);
+  assert.equal(reports.length, 300);
+  // Both limits were crossed many times...
+  const stretched = reports.map((r) => r.pauseSeconds > 1);
+  const flips = stretched.filter((s, i) => i > 0 && s !== stretched[i - 1]).length;
+  assert.ok(flips > 20, `${flips} flips`);
+  // ... and each message came once: the first crossing of each limit.
+  const pacing = logger.records.filter((r) =>
+    /slow cycles|dump period again|back to back|fit in the dump period/.test(r.message)
+  );
+  assert.deepEqual(pacing.map((r) => r.message), [
+    "slow cycles: pausing longer than the dump period to stay under the busy limit",
+    "cycle took longer than the dump period; cycles now run back to back",
+  ]);
+});
+
+Deno.test("agent logs that pacing is back to the period once cycles stay clearly under the limit", async () => {
+  const { clock, ct, agent, logger } = setup({ periodMs: 1000, busyLimit: 0.2 });
+  // Over 250 ms, then just under it (no end), a spike, then three under 200 ms: one end.
+  const durations = [300, 240, 240, 240, 260, 190, 190, 150, 100, 300, 100, 100, 100];
+  timeListings(ct, (n) => durations[n] ?? 100);
+  await runUntilSleeps(agent, clock, durations.length - 1);
+  const pacing = logger.records.filter((r) => r.level === "info" && /pausing/.test(r.message));
+  assert.deepEqual(pacing.map((r) => [r.message, r.properties.cycle_ms]), [
+    ["slow cycles: pausing longer than the dump period to stay under the busy limit", 300],
+    ["pausing for the dump period again", 150],
+    ["slow cycles: pausing longer than the dump period to stay under the busy limit", 300],
+    ["pausing for the dump period again", 100],
+  ]);
 });
 
 Deno.test("agent without a busy limit pauses for the period after any cycle", async () => {
@@ -347,3 +391,45 @@ Deno.test("agent logs ten failed deletions one by one and counts the rest in one
   const summary = logger.records.find((r) => r.message === "could not delete more stale flows");
   assert.equal(summary?.properties.count, 15);
 });
+
+Deno.test("agent warns of a 200 MB line from a real conntrack process and keeps cycling", async () => {
+  await using dir = await tempDir();
+  const conntrack = `${dir.path}/conntrack`;
+  // 200 MB without a newline, then a line, as a broken conntrack (or a hostile one) could print.
+  await Deno.writeTextFile(
+    conntrack,
+    "#!/bin/sh\nhead -c 200M /dev/zero | tr '\\0' a\nprintf '\\n'\n" +
+      "printf 'tcp      6 117 SYN_SENT src=198.51.100.2 dst=192.0.2.10 sport=40000 dport=80 " +
+      "[UNREPLIED] src=192.0.2.10 dst=198.51.100.2 sport=80 dport=40000 mark=0 use=1 id=7\\n'\n",
+    { mode: 0o755 },
+  );
+  const clock = new FakeClock();
+  const logger = new RecordingLogger();
+  const reports: CycleReport[] = [];
+  const agent = createAgent({
+    lister: createCliLister(denoSpawn, conntrack),
+    clock,
+    logger,
+    deleter: createCliDeleter(denoSpawn, conntrack),
+    observer: { cycleCompleted: (r) => reports.push(r) },
+  }, { ...ORIGINAL, dryRun: true });
+  await runUntilSleeps(agent, clock, 2);
+  assert.equal(reports.length, 3);
+  for (const report of reports) {
+    assert.deepEqual(report.dump, { kind: "ok", lines: 2, candidates: 1, unparsable: 1 });
+  }
+  const warnings = logger.records.filter((r) => r.level === "warn");
+  assert.equal(warnings.length, 3);
+  for (const warning of warnings) {
+    assert.equal(warning.message, "skipped conntrack lines that could not be parsed");
+    assert.equal(warning.properties.count, 1);
+    assert.equal(warning.properties.first_line, "a".repeat(200));
+    assert.match(String(warning.properties.reason), /^line of 209715200 characters is longer/);
+  }
+});
+
+/** A temporary directory, removed when the test is done with it. */
+async function tempDir(): Promise<AsyncDisposable & { readonly path: string }> {
+  const path = await Deno.makeTempDir({ prefix: "agent_test_" });
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
+}

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { BackendUnavailableError, selectDeleter, selectLister } from "../lib/backend.ts";
 import type { Deleter } from "../lib/deleter.ts";
 import type { Lister } from "../lib/lister.ts";
-import type { NetlinkOpen } from "../lib/netlink.ts";
-import type { NetlinkListerOpen } from "../lib/netlink_list.ts";
+import { type NetlinkOpen, openNetlinkDeleter } from "../lib/netlink.ts";
+import { type NetlinkListerOpen, openNetlinkLister } from "../lib/netlink_list.ts";
 import { FakeClock, FakeConntrack, RecordingLogger } from "./fakes.ts";
 
 const netlinkDeleter: Deleter & Disposable = {
@@ -74,3 +74,58 @@ for (const kind of KINDS) {
     assert.equal(select(opts, mustNotOpen), "cli");
   });
 }
+
+/** A file that is there but is no shared library, removed when the test is done with it. */
+async function textFile(): Promise<AsyncDisposable & { readonly path: string }> {
+  const path = await Deno.makeTempFile({ prefix: "backend_test_", suffix: ".so.0" });
+  await Deno.writeTextFile(path, "not a library\n");
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path) };
+}
+
+/** What `--list-backend netlink` / `--delete-backend netlink` say with the library at `paths`. */
+function refusals(paths: readonly string[]): string[] {
+  const { opts } = options("netlink");
+  const messages: string[] = [];
+  for (
+    const select of [
+      () => selectLister(opts, () => openNetlinkLister({ libraryPaths: paths })),
+      () => selectDeleter(opts, () => openNetlinkDeleter({ libraryPaths: paths })),
+    ]
+  ) {
+    assert.throws(select, (error: unknown) => {
+      assert.ok(error instanceof BackendUnavailableError);
+      messages.push(error.message);
+      return true;
+    });
+  }
+  return messages;
+}
+
+Deno.test("selectLister() and selectDeleter() say a library that loads but is not libmnl lacks a symbol", () => {
+  // libc loads everywhere and has none of libmnl's or libnetfilter_conntrack's symbols.
+  const [list, del] = refusals(["libc.so.6"]);
+  assert.match(
+    list!,
+    /^Cannot use --list-backend netlink \(CONNTRACK_CLEANER_LIST_BACKEND\): libmnl\.so\.0 found at \/\S*libc\.so\.6 but is not a usable libmnl\.so\.0: missing symbol mnl_\w+; use "cli" or "auto"$/,
+  );
+  assert.match(
+    del!,
+    /libnetfilter_conntrack\.so\.3 found at \/\S*libc\.so\.6 but is not a usable libnetfilter_conntrack\.so\.3: missing symbol nfct_\w+;/,
+  );
+});
+
+Deno.test("selectLister() and selectDeleter() say a file that is no library cannot be loaded", async () => {
+  await using file = await textFile();
+  for (const message of refusals(["/nonexistent/libmnl.so.0", file.path])) {
+    assert.match(
+      message,
+      new RegExp(`found at ${file.path} but is not a usable \\S+: cannot load: `),
+    );
+    assert.ok(!message.includes("\n"));
+  }
+});
+
+Deno.test("selectLister() still says not found when no path holds a file", () => {
+  const [list] = refusals(["/nonexistent/libmnl.so.0", "libnonexistent-mnl.so.0"]);
+  assert.match(list!, /: libmnl\.so\.0 not found; use "cli" or "auto"$/);
+});

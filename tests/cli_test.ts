@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { ConfigError, type Invocation, OPTIONS, parseInvocation } from "../lib/cli.ts";
 import { parseCidr } from "../lib/cidr.ts";
+import { runToEnd } from "../lib/command.ts";
 import type { Config } from "../lib/config.ts";
+import { denoSpawn } from "../lib/process.ts";
 
 type Env = Readonly<Record<string, string>>;
 
@@ -242,7 +244,7 @@ Deno.test("parseInvocation() collects repeated and comma-separated destinations"
 
 Deno.test("parseInvocation() collects repeated and comma-separated ports", () => {
   assert.deepEqual(config(["--port", "80", "--port", "443,8443"]).ports, [80, 443, 8443]);
-  assert.deepEqual(config([], { CONNTRACK_CLEANER_PORTS: "1,65535," }).ports, [1, 65535]);
+  assert.deepEqual(config([], { CONNTRACK_CLEANER_PORTS: "1, 65535" }).ports, [1, 65535]);
 });
 
 Deno.test("parseInvocation() names the bad entry in a list", () => {
@@ -363,4 +365,80 @@ Deno.test("parseInvocation() rejects a dump frequency longer than a timer can wa
   );
   const ok = parseInvocation(["--dump-frequency", "596h"], () => undefined, false);
   assert.equal(ok.kind === "run" && ok.config.dumpFrequencyMs, 596 * 3600_000);
+});
+
+/** The three list options, each with one valid entry. */
+const LISTS: ReadonlyArray<{ readonly flag: string; readonly entry: string }> = [
+  { flag: "--destination", entry: "192.0.2.0/24" },
+  { flag: "--exclude-destination", entry: "192.0.2.53/32" },
+  { flag: "--port", entry: "80" },
+];
+
+/** Lists with no entry, or an empty one, refused from either source. */
+const EMPTY_ENTRIES = [",", ",,", " , ", "ENTRY,,ENTRY", "ENTRY,", ",ENTRY", "ENTRY, ,ENTRY"];
+
+for (const { flag, entry } of LISTS) {
+  Deno.test(`parseInvocation() refuses ${flag} lists with an empty entry, as flag and variable`, () => {
+    for (const form of EMPTY_ENTRIES) {
+      const value = form.replaceAll("ENTRY", entry);
+      assertRejected(flag, value, "flag");
+      assertRejected(flag, value, "env");
+      assert.throws(() => parse([flag, value]), { message: /entry \d+ of \d+ is empty\)$/ });
+    }
+  });
+
+  Deno.test(`parseInvocation() refuses ${flag} given as '', also over a variable`, () => {
+    const { env } = spec(flag);
+    for (const value of ["", " "]) {
+      assertRejected(flag, value, "flag");
+      assert.throws(() => parse([flag, value], { [env]: entry }), ConfigError);
+      assert.throws(() => parse([`${flag}=${value}`]), {
+        message: /the list is empty; to .*, leave out/,
+      });
+    }
+    // One empty occurrence among repeated flags is refused too.
+    assert.throws(() => parse([flag, entry, flag, ""]), { message: /entry 2 of 2 is empty/ });
+  });
+
+  Deno.test(`parseInvocation() reads an empty or unset ${spec(flag).env} as no entry`, () => {
+    const { env } = spec(flag);
+    const key = flag === "--destination"
+      ? "destinations"
+      : flag === "--port"
+      ? "ports"
+      : "excludeDestinations";
+    for (const value of [undefined, "", "  "]) {
+      const list = config([], value === undefined ? {} : { [env]: value })[key];
+      assert.deepEqual(list, [], `${env}=${JSON.stringify(value)}`);
+    }
+  });
+}
+
+Deno.test("main.ts exits 2 with one line for --destination ,", async () => {
+  const root = new URL("../", import.meta.url).pathname;
+  const cases: ReadonlyArray<{ args: string[]; env: Record<string, string> }> = [
+    { args: ["--destination", ","], env: {} },
+    { args: ["--destination", ""], env: { CONNTRACK_CLEANER_DESTINATIONS: "192.0.2.0/24" } },
+    { args: [], env: { CONNTRACK_CLEANER_PORTS: "80,,443" } },
+  ];
+  for (const { args, env } of cases) {
+    const assignments = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+    const out = await runToEnd(denoSpawn, "env", [
+      ...assignments,
+      Deno.execPath(),
+      "run",
+      "--no-check",
+      `--config=${root}deno.json`,
+      "--allow-env",
+      `${root}main.ts`,
+      ...args,
+    ]);
+    const stderr = out.stderr;
+    assert.equal(out.code, 2, stderr);
+    assert.equal(stderr.trim().split("\n").length, 1, stderr);
+    assert.match(
+      stderr,
+      /^conntrack-cleaner: Cannot parse .*(DESTINATIONS|PORTS).*: current value is/,
+    );
+  }
 });

@@ -4,6 +4,7 @@ import { SpawnError } from "../lib/command.ts";
 import {
   CLI_DELETE_PIECE,
   ConntrackUnusableError,
+  conntrackVersion,
   createCliDeleter,
   deleteLine,
   type DumpOptions,
@@ -256,5 +257,89 @@ Deno.test("listCandidates() kills a listing that hangs and reports a failed dump
   assert.deepEqual(dump, {
     kind: "failed",
     reason: "conntrack -L did not finish within 0.05 s; killed",
+  });
+});
+
+/** A conntrack whose output is made as it is read: `chunks` pieces of `piece`, then `tail`. */
+function lazyOutput(piece: Uint8Array, chunks: number, tail: string): SpawnCommand {
+  return () => {
+    let sent = 0;
+    return {
+      stdout: new ReadableStream<Uint8Array>({
+        pull(controller) {
+          if (sent++ < chunks) return controller.enqueue(piece);
+          controller.enqueue(new TextEncoder().encode(tail));
+          controller.close();
+        },
+      }),
+      status: Promise.resolve({ code: 0, stderr: "" }),
+    };
+  };
+}
+
+Deno.test("listCandidates() counts a 600 MB line as unparsable and reads the entries after it", async () => {
+  const piece = new TextEncoder().encode("a".repeat(64 * 1024));
+  const chunks = Math.ceil(600e6 / piece.length);
+  const spawn = lazyOutput(piece, chunks, "\n" + candidateLine(40000) + candidateLine(40001));
+  const { dump, candidates } = await dumpAll(spawn, { conntrack: "conntrack" });
+  assert.equal(dump.kind, "ok");
+  assert.deepEqual(candidates.map((c) => c.flow.original.sport), [40000, 40001]);
+  if (dump.kind !== "ok") return;
+  assert.equal(dump.lines, 3);
+  assert.equal(dump.unparsable?.count, 1);
+  assert.equal(dump.unparsable?.firstLine, "a".repeat(200));
+  assert.equal(
+    dump.unparsable?.firstReason,
+    `line of ${chunks * piece.length} characters is longer than the 16384 a conntrack line can be`,
+  );
+});
+
+/** What 64 KiB of stderr in one line, the most the spawner keeps, looks like. */
+const FLOOD = "conntrack v1.4.7 (conntrack-tools): " + "x".repeat(64 * 1024 - 36);
+
+Deno.test("listCandidates() quotes at most 512 characters of a flooded stderr", async () => {
+  const ct = new FakeConntrack(new FakeClock());
+  ct.behaviour = { kind: "fail", code: 1, stderr: FLOOD };
+  const { dump } = await dumpAll(ct.spawn, { conntrack: "conntrack" });
+  assert.equal(dump.kind, "failed");
+  if (dump.kind !== "failed") return;
+  assert.equal(
+    dump.reason,
+    `conntrack exited 1: ${"x".repeat(512)}… (${64 * 1024 - 36 - 512} more bytes)`,
+  );
+});
+
+Deno.test("createCliDeleter() quotes at most 512 characters of a flooded stderr", async () => {
+  const spawn: SpawnCommand = () => ({
+    stdout: ReadableStream.from<Uint8Array>([]),
+    status: Promise.resolve({ code: 1, stderr: "first\n" + FLOOD + "\n\n" }),
+  });
+  const outcome = await createCliDeleter(spawn, "conntrack").delete([staleFlow(40000)]);
+  const reason = outcome.failed[0]?.reason ?? "";
+  assert.ok(reason.length < 600, `${reason.length} characters`);
+  assert.match(reason, /^conntrack -R exited 1: x{512}… \(64988 more bytes\)$/);
+});
+
+Deno.test("probeConntrack() quotes at most 512 characters of a flooded stderr", async () => {
+  const ct = new FakeConntrack(new FakeClock());
+  ct.behaviour = { kind: "fail", code: 1, stderr: FLOOD };
+  await assert.rejects(probeConntrack(ct.spawn, "conntrack"), (error: Error) => {
+    assert.ok(error.message.length < 700, `${error.message.length} characters`);
+    assert.match(error.message, /x{512}… \(64988 more bytes\)$/);
+    return true;
+  });
+});
+
+Deno.test("conntrackVersion() quotes at most 512 characters of a flooded stderr", async () => {
+  const spawn: SpawnCommand = () => ({
+    stdout: ReadableStream.from<Uint8Array>([]),
+    status: Promise.resolve({ code: 1, stderr: "\x1b[31m" + "y".repeat(70_000) }),
+  });
+  await assert.rejects(conntrackVersion(spawn, "conntrack"), (error: Error) => {
+    assert.ok(error.message.length < 700, `${error.message.length} characters`);
+    // A terminal escape in the child's output is shown, not sent to the operator's terminal.
+    assert.ok(!error.message.includes("\x1b"));
+    assert.match(error.message, /\\x1b\[31my+… \(69493 more bytes\)$/);
+    return true;
   });
 });

@@ -193,6 +193,50 @@ Deno.test("cycleCompleted() does not throw on a report with nonsense figures", a
   assert.equal(sampleValue(families, "conntrack_cleaner_unparsable_lines_total"), 0);
 });
 
+Deno.test("createMetrics() exposes every NAT source's failure counter at 0 before the first read", async () => {
+  const families = await scrape(newMetrics());
+  for (const source of ["iptables", "nftables"]) {
+    for (const family of FAMILIES) {
+      const labels = { source, family };
+      assert.equal(sampleValue(families, "conntrack_cleaner_nat_source_failures_total", labels), 0);
+    }
+  }
+  assert.equal(families.get("conntrack_cleaner_nat_source_up")?.samples.length ?? 0, 0);
+});
+
+Deno.test("natSourceRead() shows whether each source's last read worked and counts failures", async () => {
+  const metrics = newMetrics();
+  metrics.natSourceRead({ source: "iptables", family: "ipv4", outcome: "failed" });
+  metrics.natSourceRead({ source: "iptables", family: "ipv4", outcome: "failed" });
+  metrics.natSourceRead({ source: "nftables", family: "ipv6", outcome: "ok" });
+  let families = await scrape(metrics);
+  const up = (source: string, family: string) =>
+    findSample(families, "conntrack_cleaner_nat_source_up", { source, family })?.value;
+  const failures = (source: string, family: string) =>
+    sampleValue(families, "conntrack_cleaner_nat_source_failures_total", { source, family });
+  assert.equal(up("iptables", "ipv4"), 0);
+  assert.equal(failures("iptables", "ipv4"), 2);
+  assert.equal(up("nftables", "ipv6"), 1);
+  assert.equal(failures("nftables", "ipv6"), 0);
+  assert.equal(up("iptables", "ipv6"), undefined, "a source never read has no series");
+
+  metrics.natSourceRead({ source: "iptables", family: "ipv4", outcome: "ok" });
+  families = await scrape(metrics);
+  assert.equal(up("iptables", "ipv4"), 1, "recovered");
+  assert.equal(failures("iptables", "ipv4"), 2, "failures are history");
+});
+
+Deno.test("natSourceRead() drops the series of a source the node no longer has", async () => {
+  // A failed source that then goes absent (kube-proxy switched mode) must not look down forever.
+  const metrics = newMetrics();
+  metrics.natSourceRead({ source: "nftables", family: "ipv4", outcome: "failed" });
+  metrics.natSourceRead({ source: "nftables", family: "ipv4", outcome: "absent" });
+  const families = await scrape(metrics);
+  const labels = { source: "nftables", family: "ipv4" };
+  assert.equal(findSample(families, "conntrack_cleaner_nat_source_up", labels), undefined);
+  assert.equal(sampleValue(families, "conntrack_cleaner_nat_source_failures_total", labels), 1);
+});
+
 Deno.test("render() shows build info, with label values escaped", async () => {
   const version = 'v1 "quoted" back\\slash\nnewline';
   const metrics = createMetrics({ version, denoVersion: "2.9.6" }, {
@@ -248,6 +292,9 @@ Deno.test("render() matches the golden /metrics text after a fixed series of cyc
     deletions: deletions(["renewal", "ipv6"]),
     pauseSeconds: 3.6,
   }));
+  metrics.natSourceRead({ source: "iptables", family: "ipv4", outcome: "ok" });
+  metrics.natSourceRead({ source: "iptables", family: "ipv6", outcome: "failed" });
+  metrics.natSourceRead({ source: "nftables", family: "ipv4", outcome: "absent" });
   const golden = await Deno.readTextFile(
     new URL("./fixtures/metrics-golden.prom", import.meta.url),
   );

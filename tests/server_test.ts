@@ -12,6 +12,7 @@ import { runToEnd } from "../lib/command.ts";
 import type { CycleReport } from "../lib/report.ts";
 import { ListenError, serveProbes } from "../lib/server.ts";
 import type { ProbeServer } from "../lib/server.ts";
+import type { HttpLimits } from "../lib/http_server.ts";
 import { parseExposition, sampleValue } from "./exposition.ts";
 
 const OK_CYCLE: CycleReport = {
@@ -35,7 +36,13 @@ interface Running extends AsyncDisposable {
 }
 
 async function start(
-  overrides: { metrics?: Metrics; health?: Health; logger?: Logger; port?: number } = {},
+  overrides: {
+    metrics?: Metrics;
+    health?: Health;
+    logger?: Logger;
+    port?: number;
+    limits?: HttpLimits;
+  } = {},
 ): Promise<Running> {
   const controller = new AbortController();
   const metrics = overrides.metrics ?? createMetrics({ version: "0.1.0", denoVersion: "2.9.6" });
@@ -47,6 +54,7 @@ async function start(
     health,
     logger: overrides.logger ?? silentLogger,
     signal: controller.signal,
+    ...(overrides.limits ? { limits: overrides.limits } : {}),
   });
   return {
     server,
@@ -150,6 +158,7 @@ Deno.test("serveProbes() answers 500 and logs when the metrics cannot be rendere
     contentType: "text/plain",
     render: () => Promise.reject(new Error("registry exploded")),
     cycleCompleted: () => {},
+    natSourceRead: () => {},
   };
   await using running = await start({ metrics: broken, logger });
   const { status } = await request(running.url("/metrics"));
@@ -237,4 +246,306 @@ Deno.test("serveProbes() without --allow-net fails with one line naming METRICS_
   ]);
   assert.equal(granted.code, 0, granted.stderr);
   assert.match(granted.stdout, /^listening on port \d+\n$/);
+});
+
+// The listener's limits, over raw sockets: what a slow, crowding or malformed client sees.
+
+/** Small limits, so a test waits a fraction of a second instead of the defaults' seconds. */
+const QUICK: HttpLimits = { headTimeoutMs: 300, idleTimeoutMs: 300 };
+/** How long a test waits for the server to close a connection before calling it still open. */
+const GUARD_MS = 5000;
+
+async function connect(running: Running): Promise<Deno.TcpConn> {
+  return await Deno.connect({ hostname: "127.0.0.1", port: running.server.addr.port });
+}
+
+async function send(conn: Deno.Conn, text: string): Promise<void> {
+  const bytes = new TextEncoder().encode(text);
+  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+}
+
+/**
+ * Reads until the server closes the connection, or until GUARD_MS pass (then closes it itself):
+ * what was received and whether the server was the one to close.
+ */
+async function readToClose(conn: Deno.Conn): Promise<{ text: string; closedByServer: boolean }> {
+  const chunks: Uint8Array[] = [];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const guard = new Promise<"guard">((resolve) =>
+    timer = setTimeout(() => resolve("guard"), GUARD_MS)
+  );
+  let closedByServer = false;
+  try {
+    for (;;) {
+      const buffer = new Uint8Array(16 * 1024);
+      const got = await Promise.race([conn.read(buffer).catch(() => null), guard]);
+      if (got === "guard") break;
+      if (got === null) {
+        closedByServer = true;
+        break;
+      }
+      chunks.push(buffer.slice(0, got));
+    }
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch {
+      // Closed already.
+    }
+  }
+  const text = new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+  return { text, closedByServer };
+}
+
+/** Reads `count` complete responses (head and Content-Length body) from a kept-alive connection. */
+async function readResponses(conn: Deno.Conn, count: number, head = false): Promise<string[]> {
+  let text = "";
+  const responses: string[] = [];
+  const buffer = new Uint8Array(16 * 1024);
+  while (responses.length < count) {
+    const end = text.indexOf("\r\n\r\n");
+    const length = Number(/content-length: (\d+)/i.exec(text)?.[1] ?? "0");
+    const size = end + 4 + (head ? 0 : length);
+    if (end >= 0 && text.length >= size) {
+      responses.push(text.slice(0, size));
+      text = text.slice(size);
+      continue;
+    }
+    const got = await conn.read(buffer);
+    if (got === null) throw new Error(`connection closed after ${responses.length} responses`);
+    text += new TextDecoder().decode(buffer.subarray(0, got));
+  }
+  assert.equal(text, "", "nothing after the last response");
+  return responses;
+}
+
+function recordingLogger(): { logger: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const record = (level: string) => (message: string, properties?: LogProperties) =>
+    lines.push(`${level} ${message} ${JSON.stringify(properties ?? {})}`);
+  return {
+    lines,
+    logger: {
+      debug: record("debug"),
+      info: record("info"),
+      warn: record("warn"),
+      error: record("error"),
+    },
+  };
+}
+
+Deno.test("serveProbes() closes a connection whose request head does not arrive in time", async () => {
+  await using running = await start({ limits: QUICK });
+  const slow = await connect(running);
+  await send(slow, "GET /healthz HTTP/1.1\r\nHo");
+  const { text, closedByServer } = await readToClose(slow);
+  assert.ok(closedByServer, "the server still holds the slow connection");
+  assert.equal(text, "");
+});
+
+Deno.test("serveProbes() closes a kept-alive connection that stays idle", async () => {
+  await using running = await start({ limits: QUICK });
+  const conn = await connect(running);
+  await send(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  const [response] = await readResponses(conn, 1);
+  assert.match(response ?? "", /^HTTP\/1\.1 200 OK\r\n[\s\S]*connection: keep-alive\r\n\r\nok\n$/i);
+  const { closedByServer } = await readToClose(conn);
+  assert.ok(closedByServer, "the server still holds the idle connection");
+});
+
+Deno.test("serveProbes() serves two requests on one kept-alive connection, also pipelined", async () => {
+  await using running = await start();
+  const conn = await connect(running);
+  try {
+    await send(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    await readResponses(conn, 1);
+    await send(
+      conn,
+      "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    const [ready, missing] = await readResponses(conn, 2);
+    assert.match(ready ?? "", /^HTTP\/1\.1 503 [\s\S]*\r\n\r\nno successful dump yet\n$/);
+    assert.match(missing ?? "", /^HTTP\/1\.1 404 [\s\S]*\r\n\r\nnot found\n$/);
+  } finally {
+    conn.close();
+  }
+});
+
+Deno.test("serveProbes() answers HEAD with the body's length and no body bytes", async () => {
+  await using running = await start();
+  const conn = await connect(running);
+  try {
+    // Were a body sent after the HEAD response, it would come before the GET's response.
+    await send(conn, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    const [head] = await readResponses(conn, 1, true);
+    assert.match(
+      head ?? "",
+      /^HTTP\/1\.1 200 OK\r\n[\s\S]*content-length: 3\r\n[\s\S]*\r\n\r\n$/i,
+    );
+    await send(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    const [get] = await readResponses(conn, 1);
+    assert.match(get ?? "", /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nok\n$/);
+  } finally {
+    conn.close();
+  }
+});
+
+Deno.test("serveProbes() answers 400 to a malformed Host and logs nothing above debug", async () => {
+  const { logger, lines } = recordingLogger();
+  await using running = await start({ logger });
+  lines.length = 0; // the startup line
+  for (let i = 0; i < 20; i++) {
+    const conn = await connect(running);
+    await send(conn, "GET /healthz HTTP/1.1\r\nHost: [::1\r\n\r\n");
+    const { text, closedByServer } = await readToClose(conn);
+    assert.match(text, /^HTTP\/1\.1 400 Bad Request\r\n/);
+    assert.ok(closedByServer);
+  }
+  assert.deepEqual(lines.filter((line) => !line.startsWith("debug ")), []);
+});
+
+Deno.test("serveProbes() answers 400 and closes on each kind of malformed request", async () => {
+  await using running = await start();
+  const cases = [
+    "GET /healthz\r\n\r\n",
+    "GET  /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n",
+    "GET healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET http://[::1/healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+    "GET /healthz HTTP/1.1\r\nHost: x\r\n folded: line\r\n\r\n",
+    "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Name: caf\u00e9\r\n\r\n",
+    "GET /healthz HTTP/1.1\r\n\r\n",
+    "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    "\u0000\u0001\u0002\r\n\r\n",
+  ];
+  for (const request of cases) {
+    const conn = await connect(running);
+    await send(conn, request);
+    const { text, closedByServer } = await readToClose(conn);
+    assert.match(text, /^HTTP\/1\.1 400 /, JSON.stringify(request));
+    assert.ok(closedByServer, JSON.stringify(request));
+  }
+  // The absolute form is valid HTTP/1.1, and HTTP/1.0 needs no Host.
+  for (
+    const request of [
+      "GET http://x:9469/healthz HTTP/1.1\r\nHost: x:9469\r\nConnection: close\r\n\r\n",
+      "GET /healthz HTTP/1.0\r\n\r\n",
+    ]
+  ) {
+    const conn = await connect(running);
+    await send(conn, request);
+    const { text } = await readToClose(conn);
+    assert.match(text, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nok\n$/, JSON.stringify(request));
+  }
+});
+
+Deno.test("serveProbes() refuses an oversized request head with 431", async () => {
+  await using running = await start({ limits: { maxHeadBytes: 1024 } });
+  const conn = await connect(running);
+  await send(conn, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Filler: ${"a".repeat(2000)}\r\n\r\n`);
+  const { text, closedByServer } = await readToClose(conn);
+  assert.match(text, /^HTTP\/1\.1 431 /);
+  assert.ok(closedByServer);
+});
+
+Deno.test("serveProbes() refuses a request with a body with 413", async () => {
+  await using running = await start();
+  const conn = await connect(running);
+  await send(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+  const { text, closedByServer } = await readToClose(conn);
+  assert.match(text, /^HTTP\/1\.1 413 /);
+  assert.ok(closedByServer);
+});
+
+Deno.test("serveProbes() at its connection cap evicts the oldest slow client and serves /healthz", async () => {
+  const { logger, lines } = recordingLogger();
+  // A head timeout far beyond the test: only eviction can free a slot.
+  await using running = await start({
+    logger,
+    limits: { maxConnections: 4, headTimeoutMs: 60_000 },
+  });
+  const slow: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < 12; i++) {
+      const conn = await connect(running);
+      await send(conn, "GET /healthz HTTP/1.1\r\nHo");
+      slow.push(conn);
+    }
+    const { status, body } = await request(running.url("/healthz"));
+    assert.deepEqual({ status, body }, { status: 200, body: "ok\n" });
+    // The first slow clients lost their slots; the server closed them.
+    const oldest = await readToClose(slow.shift()!);
+    assert.ok(oldest.closedByServer, "the oldest slow connection is still held");
+    // One warning for the whole burst, not one per connection.
+    const warnings = lines.filter((line) => line.startsWith("warn "));
+    assert.equal(warnings.length, 1, warnings.join("\n"));
+    assert.match(warnings[0] ?? "", /closing the oldest connection that has not sent a request/);
+  } finally {
+    for (const conn of slow) conn.close();
+  }
+});
+
+Deno.test("serveProbes() stops at once on abort while a slow client holds a connection", async () => {
+  const running = await start();
+  const slow = await connect(running);
+  await send(slow, "GET /healthz HTTP/1.1\r\nHo");
+  running.controller.abort();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const outcome = await Promise.race([
+    running.server.finished.then(() => "finished"),
+    new Promise((resolve) => timer = setTimeout(() => resolve("still running"), GUARD_MS)),
+  ]);
+  clearTimeout(timer);
+  const { closedByServer } = await readToClose(slow);
+  assert.equal(outcome, "finished");
+  assert.ok(closedByServer);
+});
+
+Deno.test("serveProbes() survives running out of descriptors and still answers /healthz", async () => {
+  const script = new URL("./fixtures/probes-serve.ts", import.meta.url).pathname;
+  const config = new URL("../deno.json", import.meta.url).pathname;
+  const stop = new AbortController();
+  // 40 descriptors, about 20 of them Deno's own: the slow clients below exhaust the rest.
+  const child = denoSpawn("prlimit", [
+    "--nofile=40:40",
+    ...[Deno.execPath(), "run", "--no-prompt", `--config=${config}`, "--allow-net=127.0.0.1"],
+    script,
+  ], { signal: stop.signal });
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const slow: Deno.TcpConn[] = [];
+  try {
+    let printed = "";
+    while (!printed.includes("\n")) {
+      const { value, done } = await lines.read();
+      if (done) break;
+      printed += value;
+    }
+    const port = Number(/^port (\d+)\n/.exec(printed)?.[1]);
+    assert.ok(port > 0, `the server printed ${JSON.stringify(printed)}`);
+    for (let i = 0; i < 60; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await send(conn, "GET /healthz HTTP/1.1\r\nHo");
+      slow.push(conn);
+    }
+    const { status, body } = await request(`http://127.0.0.1:${port}/healthz`).catch(async (e) => {
+      // The server died: say how.
+      stop.abort();
+      throw new Error(`${e}; the server wrote: ${(await child.status).stderr}`);
+    });
+    assert.deepEqual({ status, body }, { status: 200, body: "ok\n" });
+  } finally {
+    for (const conn of slow) conn.close();
+    stop.abort();
+    await lines.cancel();
+  }
+  const { stderr } = await child.status;
+  // One warning for the whole episode; nothing uncaught.
+  assert.match(
+    stderr,
+    /^warn cannot accept a connection on the metrics listener; retrying .*Too many open files/,
+  );
+  assert.equal(stderr.trim().split("\n").length, 1, stderr);
 });

@@ -169,3 +169,12 @@ Deno.test("deploy/conntrack-cleaner.default: documents every option with its def
   const documented = parseSettings(text, true).map((s) => [s.key, s.value]);
   assert.deepEqual(documented, OPTIONS.map((o) => [o.env, o.default]));
 });
+
+Deno.test("conntrack-cleaner.service: the only IP port the agent may bind is the default /metrics one", async () => {
+  const unit = parseSettings(await Deno.readTextFile(UNIT));
+  const metrics = OPTIONS.find((o) => o.env === "METRICS_ADDRESS")?.default ?? "";
+  const port = metrics.split(":").at(-1);
+  assert.deepEqual(values(unit, "SocketBindAllow"), [`tcp:${port}`]);
+  // So Deno's SIGUSR1 inspector (127.0.0.1:9229) could not listen, even if the signal got through.
+  assert.deepEqual(values(unit, "SocketBindDeny"), ["any"]);
+});

@@ -6,6 +6,8 @@
  *   the right rule and family. Needs root; ignored otherwise, and failing instead when CI=true.
  * - `/readyz` turns 503 while dumps keep failing and 200 again when they recover, with a fake
  *   conntrack (a kernel cannot be made to fail a listing on demand). Needs no root.
+ * - The whole `/metrics` of an agent reading the nat rules passes `promtool check metrics`.
+ *   Needs root and promtool; ignored without them, failing instead when CI=true.
  *
  * Every `/metrics` body is parsed whole by the strict exposition validator.
  */
@@ -16,6 +18,7 @@ import type { CommandOutput, ExitStatus } from "../../lib/command.ts";
 import { denoSpawn } from "../../lib/process.ts";
 import { prepareAgentCommand } from "../../lib/testbed.ts";
 import { parseExposition, sampleValue } from "../exposition.ts";
+import { promtool, promtoolMissing } from "../promtool.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 const SCRAPE = `${ROOT}/tests/fixtures/metrics-scrape.ts`;
@@ -245,4 +248,53 @@ Deno.test("main.ts /readyz turns 503 while dumps keep failing and 200 again when
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+const noPromtool = promtoolMissing;
+const promtoolName =
+  "main.ts (root, netns) serves a /metrics that promtool check metrics accepts, nat sources included";
+
+Deno.test({
+  name: `${promtoolName}${
+    (Deno.uid() !== 0 || noPromtool) && Deno.env.get("CI") !== "true"
+      ? ` (ignored: needs root and promtool${noPromtool ? `; ${noPromtool}` : ""})`
+      : ""
+  }`,
+  ignore: (Deno.uid() !== 0 || noPromtool !== undefined) && Deno.env.get("CI") !== "true",
+  fn: async () => {
+    if (noPromtool) throw new Error(`Cannot check /metrics with promtool: ${noPromtool}`);
+    if (Deno.uid() !== 0) throw new Error(`Cannot run "${promtoolName}" as uid ${Deno.uid()}`);
+    const command = await prepareAgentCommand(denoSpawn, ROOT);
+    const netns = `ccp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+    await must(["ip", "netns", "add", netns]);
+    try {
+      const inNs = (...argv: string[]) => must(["ip", "netns", "exec", netns, ...argv]);
+      await inNs("ip", "link", "set", "lo", "up");
+      // A candidate, so that every cycle reads the nat rules; dry run keeps it there.
+      await inNs(
+        "conntrack",
+        ...["-I", "-p", "tcp", "-s", "198.51.100.2", "-d", "192.0.2.10"],
+        ...["--sport", "40000", "--dport", "80", "--state", "SYN_SENT", "-t", "117", "-u", "UNSET"],
+      );
+      await using agent = startAgent([
+        ...command.argv,
+        ...["--nat-source", "auto", "--dry-run", "--dump-frequency", "500ms"],
+        ...["--metrics-address", "127.0.0.1:9469", "--log-format", "json"],
+      ], netns);
+      const natRead = sampleLine(
+        "conntrack_cleaner_nat_source_up",
+        'source="iptables",family="ipv4"',
+        "1",
+      );
+      const { body } = await scrapeUntil(agent, "http://127.0.0.1:9469/metrics", natRead, {
+        netns,
+      });
+      parseExposition(body);
+      const out = await promtool(["check", "metrics"], body);
+      assert.equal(out.code, 0, `${out.stdout}${out.stderr}`);
+      assert.equal(`${out.stdout}${out.stderr}`, "", "promtool has nothing to say");
+    } finally {
+      await runToEnd(denoSpawn, "ip", ["netns", "del", netns]);
+    }
+  },
 });

@@ -35,7 +35,7 @@ const SPECIAL = [
 ];
 
 rootTest("the netlink lister finds exactly what conntrack -L finds (root, netns)", async () => {
-  await using ns = await createNetns(denoSpawn, "cct-nlist");
+  await using ns = await createNetns(denoSpawn, "nlist");
   await inNetns(denoSpawn, ns.name, ["sysctl", "-qw", "net.netfilter.nf_conntrack_timestamp=1"]);
   await fillTable(denoSpawn, ns.name, {
     entries: 3000,

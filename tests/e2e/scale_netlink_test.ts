@@ -11,7 +11,14 @@ import { runToEnd } from "../../lib/command.ts";
 import type { DeleteOutcome } from "../../lib/deleter.ts";
 import type { Flow } from "../../lib/flow.ts";
 import { denoSpawn } from "../../lib/process.ts";
-import { createNetns, entryAt, fillTable, inNetns, tableCount } from "../../bench/fill_table.ts";
+import {
+  createNetns,
+  entryAt,
+  fillTable,
+  inNetns,
+  raiseConntrackCapacity,
+  tableCount,
+} from "../../bench/fill_table.ts";
 import type { FillOptions } from "../../bench/fill_table.ts";
 
 const HELPER = new URL("../fixtures/scale_netlink_delete.ts", import.meta.url).pathname;
@@ -88,7 +95,7 @@ function summary(f: Flow, state: string): string {
 rootTest(
   "netlink delete() removes exactly an IPv4, an IPv6 and a zoned SYN_SENT flow (root, netns)",
   async () => {
-    await using ns = await createNetns(denoSpawn, "t-netlink");
+    await using ns = await createNetns(denoSpawn, "netlink");
     const stale = [
       flow("198.51.100.2", "192.0.2.10", 40000, 80),
       flow("2001:db8::2", "2001:db8:100::10", 40200, 80),
@@ -119,7 +126,7 @@ rootTest(
 rootTest(
   "netlink delete() keeps a flow that became ESTABLISHED and reports it gone (root, netns)",
   async () => {
-    await using ns = await createNetns(denoSpawn, "t-netlink");
+    await using ns = await createNetns(denoSpawn, "netlink");
     const f = flow("198.51.100.2", "192.0.2.10", 40000, 80);
     await inNetns(denoSpawn, ns.name, insertArgs(f, "SYN_SENT"));
     const o = f.original;
@@ -139,7 +146,7 @@ rootTest(
 rootTest(
   "netlink delete() reports a flow that is not in the table as gone (root, netns)",
   async () => {
-    await using ns = await createNetns(denoSpawn, "t-netlink");
+    await using ns = await createNetns(denoSpawn, "netlink");
     const present = flow("198.51.100.2", "192.0.2.10", 40000, 80);
     await inNetns(denoSpawn, ns.name, insertArgs(present, "ESTABLISHED"));
     const absent = flow("198.51.100.2", "192.0.2.10", 40001, 80);
@@ -155,8 +162,10 @@ rootTest(
   "netlink delete() removes 300 stale flows from a 100k-entry table and nothing else (root, netns)",
   async () => {
     // 100k rather than 1M keeps the suite fast; bench/delete_batch.ts measures 1M.
-    await using ns = await createNetns(denoSpawn, "t-netlink");
     const options: FillOptions = { entries: 100_000 };
+    // Host-wide limits (usually already enough for 100k), put back when the test ends.
+    await using _capacity = await raiseConntrackCapacity(denoSpawn, options.entries);
+    await using ns = await createNetns(denoSpawn, "netlink");
     const fill = await fillTable(denoSpawn, ns.name, options);
     assert.equal(fill.count, options.entries);
     const stale: Flow[] = [];

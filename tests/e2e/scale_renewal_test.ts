@@ -12,7 +12,13 @@ import assert from "node:assert/strict";
 import { runToEnd } from "../../lib/command.ts";
 import type { Flow } from "../../lib/flow.ts";
 import { denoSpawn } from "../../lib/process.ts";
-import { createNetns, fillTable, inNetns, tableCount } from "../../bench/fill_table.ts";
+import {
+  createNetns,
+  fillTable,
+  inNetns,
+  raiseConntrackCapacity,
+  tableCount,
+} from "../../bench/fill_table.ts";
 import { startTaskFlags } from "../../bench/cycle.ts";
 
 const ENTRIES = 1_000_000;
@@ -66,7 +72,9 @@ Deno.test({
   ignore: !isRoot && !inCi,
   fn: async () => {
     if (!isRoot) throw new Error(`Cannot run a (root, netns) test as uid ${Deno.uid()}`);
-    await using ns = await createNetns(denoSpawn, "t-renewal");
+    // Host-wide limits, put back when the test ends, whether it passes or not.
+    await using _capacity = await raiseConntrackCapacity(denoSpawn, ENTRIES);
+    await using ns = await createNetns(denoSpawn, "renewal");
     const fill = await fillTable(denoSpawn, ns.name, { entries: ENTRIES });
     assert.equal(fill.count, ENTRIES);
     const renewing = flow(50000);

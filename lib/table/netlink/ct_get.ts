@@ -1,0 +1,253 @@
+/**
+ * One ctnetlink GET per tracked flow, many to a datagram: the event mode's per-period reading of
+ * its few candidates' timers (the renewal rule's evidence) and of whether each is still an
+ * unreplied `SYN_SENT` entry. The kernel answers each GET inside the `send` itself (a request to a
+ * kernel netlink socket is handled in the sender's system call), so the answers are all queued
+ * when it returns and are taken without waiting.
+ *
+ * The encoding is pure ({@link getRequests}, {@link readGetAnswer}); {@link getFlows} drives a
+ * socket. Answers are read with the listing's codec (`readDumpBuffer`), so a GET's candidate is
+ * exactly what a dump would have listed.
+ *
+ * @module
+ */
+import { parseAddress } from "../../cidr.ts";
+import { AF_INET, AF_INET6, errnoName, IPPROTO_TCP, readDumpBuffer } from "../../ctnetlink.ts";
+import type { Candidate, Flow } from "../../flow.ts";
+import type { RawNetlinkSocket } from "./netlink_socket_ffi.ts";
+
+const NLMSG_HEADER = 16;
+const NFGENMSG = 4;
+const NLM_F_REQUEST = 0x1;
+const NLMSG_ERROR = 2;
+const CT_GET = (1 << 8) | 1;
+const NLA_F_NESTED = 0x8000;
+const CTA_TUPLE_ORIG = 1;
+const CTA_ZONE = 18;
+const CTA_TUPLE_IP = 1;
+const CTA_TUPLE_PROTO = 2;
+const CTA_TUPLE_ZONE = 3;
+const CTA_IP_V4_SRC = 1;
+const CTA_IP_V4_DST = 2;
+const CTA_IP_V6_SRC = 3;
+const CTA_IP_V6_DST = 4;
+const CTA_PROTO_NUM = 1;
+const CTA_PROTO_SRC_PORT = 2;
+const CTA_PROTO_DST_PORT = 3;
+const ENOENT = 2;
+
+/** What the kernel said of one flow. */
+export type GetAnswer =
+  | {
+    /** Still a TCP `SYN_SENT` unreplied entry: its reading, as a dump would list it. */
+    readonly kind: "candidate";
+    readonly candidate: Candidate;
+  }
+  | {
+    /** The entry exists but is no longer a candidate (it saw a reply, or moved on). */
+    readonly kind: "moved-on";
+  }
+  | {
+    /** No such entry: it expired or was deleted. */
+    readonly kind: "gone";
+  }
+  | {
+    /** The kernel refused the request or its answer could not be read. */
+    readonly kind: "failed";
+    /** One line saying why. */
+    readonly reason: string;
+  };
+
+/** Bytes of the GET for `flow` with sequence number `seq`, appended into `out` at `at`. */
+function writeGet(out: DataView, bytes: Uint8Array, at: number, flow: Flow, seq: number): number {
+  const v6 = flow.family === "ipv6";
+  const start = at;
+  at += NLMSG_HEADER;
+  bytes[at] = v6 ? AF_INET6 : AF_INET;
+  bytes[at + 1] = 0;
+  out.setUint16(at + 2, 0, false);
+  at += NFGENMSG;
+  const tupleAt = at;
+  at += 4;
+  const ipAt = at;
+  at += 4;
+  at = writeAddress(out, bytes, at, v6 ? CTA_IP_V6_SRC : CTA_IP_V4_SRC, flow.original.src, v6);
+  at = writeAddress(out, bytes, at, v6 ? CTA_IP_V6_DST : CTA_IP_V4_DST, flow.original.dst, v6);
+  header(out, ipAt, at - ipAt, CTA_TUPLE_IP | NLA_F_NESTED);
+  const protoAt = at;
+  at += 4;
+  header(out, at, 5, CTA_PROTO_NUM);
+  bytes[at + 4] = IPPROTO_TCP;
+  at += 8;
+  header(out, at, 6, CTA_PROTO_SRC_PORT);
+  out.setUint16(at + 4, flow.original.sport, false);
+  at += 8;
+  header(out, at, 6, CTA_PROTO_DST_PORT);
+  out.setUint16(at + 4, flow.original.dport, false);
+  at += 8;
+  header(out, protoAt, at - protoAt, CTA_TUPLE_PROTO | NLA_F_NESTED);
+  if (flow.origZone !== undefined) {
+    header(out, at, 6, CTA_TUPLE_ZONE);
+    out.setUint16(at + 4, flow.origZone, false);
+    at += 8;
+  }
+  header(out, tupleAt, at - tupleAt, CTA_TUPLE_ORIG | NLA_F_NESTED);
+  if (flow.zone !== 0) {
+    header(out, at, 6, CTA_ZONE);
+    out.setUint16(at + 4, flow.zone, false);
+    at += 8;
+  }
+  out.setUint32(start, at - start, true);
+  out.setUint16(start + 4, CT_GET, true);
+  out.setUint16(start + 6, NLM_F_REQUEST, true);
+  out.setUint32(start + 8, seq >>> 0, true);
+  out.setUint32(start + 12, 0, true);
+  return at;
+}
+
+function header(view: DataView, at: number, length: number, type: number): void {
+  view.setUint16(at, length, true);
+  view.setUint16(at + 2, type, true);
+}
+
+function writeAddress(
+  view: DataView,
+  bytes: Uint8Array,
+  at: number,
+  type: number,
+  text: string,
+  v6: boolean,
+): number {
+  const value = parseAddress(text).value;
+  const size = v6 ? 16 : 4;
+  header(view, at, 4 + size, type);
+  for (let i = 0; i < size; i++) {
+    bytes[at + 4 + i] = Number((value >> BigInt((size - 1 - i) * 8)) & 0xffn);
+  }
+  return at + 4 + size;
+}
+
+/** The longest GET: an IPv6 tuple with both zones. */
+const MAX_GET = NLMSG_HEADER + NFGENMSG + 4 + 4 + 2 * 20 + 4 + 3 * 8 + 8 + 8;
+
+/**
+ * The GETs for `flows`, in one buffer, numbered `firstSeq`, `firstSeq + 1`, ...
+ *
+ * @throws {RangeError} when a flow's address does not parse (a flow the codec never makes).
+ *
+ * @example
+ * ```ts
+ * import { getRequests } from "./ct_get.ts";
+ * const bytes = getRequests([{
+ *   family: "ipv4",
+ *   original: { src: "198.51.100.2", dst: "192.0.2.10", sport: 40000, dport: 80 },
+ *   reply: { src: "192.0.2.10", dst: "198.51.100.2", sport: 80, dport: 40000 },
+ *   zone: 0,
+ * }], 1);
+ * bytes.length; // 72
+ * ```
+ */
+export function getRequests(flows: readonly Flow[], firstSeq: number): Uint8Array {
+  const bytes = new Uint8Array(flows.length * MAX_GET);
+  const view = new DataView(bytes.buffer);
+  let at = 0;
+  flows.forEach((flow, i) => {
+    at = writeGet(view, bytes, at, flow, firstSeq + i);
+  });
+  return bytes.subarray(0, at);
+}
+
+/**
+ * Reads one datagram of GET answers: each message's sequence number and what it says.
+ * `nowSeconds` (wall clock) turns a kernel start timestamp into `delta-time`, as a dump does.
+ */
+export function readGetAnswers(
+  bytes: Uint8Array,
+  length: number,
+  nowSeconds: number,
+): { readonly seq: number; readonly answer: GetAnswer }[] {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out: { seq: number; answer: GetAnswer }[] = [];
+  for (let at = 0; at + NLMSG_HEADER <= length;) {
+    const size = view.getUint32(at, true);
+    if (size < NLMSG_HEADER || at + size > length) break;
+    const type = view.getUint16(at + 4, true);
+    const seq = view.getUint32(at + 8, true);
+    if (type === NLMSG_ERROR) {
+      const errno = size >= NLMSG_HEADER + 4 ? -view.getInt32(at + NLMSG_HEADER, true) : -1;
+      if (errno !== 0) {
+        out.push({
+          seq,
+          answer: errno === ENOENT
+            ? { kind: "gone" }
+            : { kind: "failed", reason: `netlink GET failed: ${errnoName(errno)}` },
+        });
+      }
+    } else {
+      const read = readDumpBuffer(bytes.subarray(at, at + size), size, seq, nowSeconds);
+      if (read.kind === "error") {
+        out.push({
+          seq,
+          answer: { kind: "failed", reason: `netlink GET failed: ${errnoName(read.errno)}` },
+        });
+      } else if (read.unparsable > 0) {
+        out.push({
+          seq,
+          answer: { kind: "failed", reason: read.firstReason ?? "unparsable answer" },
+        });
+      } else if (read.candidates[0] !== undefined) {
+        out.push({ seq, answer: { kind: "candidate", candidate: read.candidates[0] } });
+      } else if (read.entries > 0) {
+        out.push({ seq, answer: { kind: "moved-on" } });
+      }
+    }
+    at += (size + 3) & ~3;
+  }
+  return out;
+}
+
+/** How many GETs go in one datagram: their answers must fit the socket's receive buffer. */
+export const GETS_PER_SEND = 128;
+
+/**
+ * Asks the kernel for each of `flows` and hands each answer to `onAnswer`, in chunks of
+ * {@link GETS_PER_SEND}. A flow whose answer never came gets `failed`. Returns false when a
+ * send failed (the socket is unusable; the rest got `failed`).
+ */
+export function getFlows(
+  socket: Pick<RawNetlinkSocket, "send" | "receiveNow">,
+  flows: readonly Flow[],
+  nowSeconds: number,
+  onAnswer: (index: number, answer: GetAnswer) => void,
+  buffer: Uint8Array = new Uint8Array(64 * 1024),
+): boolean {
+  // Answers left over from an earlier, broken-off round must not be taken for this one's.
+  while (socket.receiveNow(buffer).kind === "data");
+  let seqBase = 1;
+  for (let from = 0; from < flows.length; from += GETS_PER_SEND) {
+    const chunk = flows.slice(from, from + GETS_PER_SEND);
+    const answered = new Uint8Array(chunk.length);
+    if (!socket.send(getRequests(chunk, seqBase))) {
+      for (let i = from; i < flows.length; i++) {
+        onAnswer(i, { kind: "failed", reason: "Cannot send the netlink GET requests" });
+      }
+      return false;
+    }
+    for (let left = chunk.length; left > 0;) {
+      const got = socket.receiveNow(buffer);
+      if (got.kind !== "data") break;
+      for (const { seq, answer } of readGetAnswers(buffer, got.length, nowSeconds)) {
+        const index = seq - seqBase;
+        if (index < 0 || index >= chunk.length || answered[index] === 1) continue;
+        answered[index] = 1;
+        left--;
+        onAnswer(from + index, answer);
+      }
+    }
+    answered.forEach((done, i) => {
+      if (done === 0) onAnswer(from + i, { kind: "failed", reason: "no answer to a netlink GET" });
+    });
+    seqBase += chunk.length;
+  }
+  return true;
+}
