@@ -5,36 +5,36 @@
  * @module
  */
 // First: evaluating it ignores SIGUSR1 before the other modules load (see the module).
-import { startupSignals } from "./lib/startup_signals.ts";
-import { createAgent } from "./lib/agent.ts";
+import { startupSignals } from "./lib/seams/startup_signals.ts";
+import { createAgent } from "./lib/loop/agent.ts";
 import {
   type BackendOptions,
   BackendUnavailableError,
   selectDeleter,
   selectLister,
-} from "./lib/backend.ts";
-import type { Lister } from "./lib/lister.ts";
-import type { Logger } from "./lib/log.ts";
-import { openNetlinkLister } from "./lib/netlink_list.ts";
-import { ConfigError, parseInvocation } from "./lib/cli.ts";
-import { systemClock } from "./lib/clock.ts";
-import type { Backend, Config } from "./lib/config.ts";
+} from "./lib/table/backend.ts";
+import type { Lister } from "./lib/table/lister.ts";
+import type { Logger } from "./lib/seams/logger.ts";
+import { openNetlinkLister } from "./lib/table/netlink/netlink_lister.ts";
+import { ConfigError, parseInvocation } from "./lib/operator/command_line.ts";
+import { systemClock } from "./lib/seams/clock.ts";
+import type { Backend, Config } from "./lib/operator/config.ts";
 import {
   ConntrackUnusableError,
   conntrackVersion,
   createCliDeleter,
   probeConntrack,
-} from "./lib/conntrack.ts";
-import { makeTargetFilter } from "./lib/filter.ts";
-import { createHealth } from "./lib/health.ts";
-import { createLogger } from "./lib/logging.ts";
-import { createMetrics } from "./lib/metrics.ts";
-import { createNatReader, spaceNatReads } from "./lib/nat.ts";
-import { openNetlinkDeleter } from "./lib/netlink.ts";
-import { denoSpawn } from "./lib/process.ts";
-import { runScan } from "./lib/scan.ts";
-import { serveProbes } from "./lib/server.ts";
-import { HANGUP_MESSAGE, type SignalGuard } from "./lib/signals.ts";
+} from "./lib/table/conntrack_cli.ts";
+import { makeTargetFilter } from "./lib/core/target_filter.ts";
+import { createHealth } from "./lib/operator/health.ts";
+import { createLogger } from "./lib/seams/logger_logtape.ts";
+import { createMetrics } from "./lib/operator/metrics.ts";
+import { createNatReader, spaceNatReads } from "./lib/nat/nat_reader.ts";
+import { openNetlinkDeleter } from "./lib/table/netlink/netlink_deleter.ts";
+import { denoSpawn } from "./lib/seams/spawn_deno.ts";
+import { runScan } from "./lib/operator/scan.ts";
+import { serveProbes } from "./lib/operator/probe_server.ts";
+import { HANGUP_MESSAGE, type SignalGuard } from "./lib/seams/signals.ts";
 import { VERSION } from "./lib/version.ts";
 
 const NAME = "conntrack-cleaner";

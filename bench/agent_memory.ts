@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { denoSpawn } from "../lib/process.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import { option, start, startTaskFlags, usage } from "./cycle.ts";
 import { createNetns, fillTable, raiseConntrackCapacity } from "./fill_table.ts";
 

@@ -22,8 +22,8 @@
  *
  * @module
  */
-import { denoSpawn } from "../lib/process.ts";
-import type { SpawnedProcess } from "../lib/command.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
+import type { SpawnedProcess } from "../lib/seams/spawn.ts";
 import { createNetns, fillTable, raiseConntrackCapacity } from "./fill_table.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -172,7 +172,7 @@ function loopCommand(body: string, periodMs: number): string[] {
 
 /**
  * `body`, then the pause the agent would take after it under `busyLimit` (the longer of the
- * period and the body's time × (1 − limit) / limit, as `lib/pacing.ts` computes it), forever,
+ * period and the body's time × (1 − limit) / limit, as `lib/loop/pacing.ts` computes it), forever,
  * printing one line per round. The clock readings cost a few `date` processes per round.
  */
 function pacedLoopCommand(body: string, periodMs: number, busyLimit: number): string[] {

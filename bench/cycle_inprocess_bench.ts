@@ -5,10 +5,10 @@
  *
  * @module
  */
-import { createAgent } from "../lib/agent.ts";
-import type { SpawnCommand } from "../lib/command.ts";
-import { createCliLister } from "../lib/conntrack.ts";
-import { silentLogger } from "../lib/log.ts";
+import { createAgent } from "../lib/loop/agent.ts";
+import type { SpawnCommand } from "../lib/seams/spawn.ts";
+import { createCliLister } from "../lib/table/conntrack_cli.ts";
+import { silentLogger } from "../lib/seams/logger.ts";
 
 function dumpText(n: number, timer: number): Uint8Array {
   const lines: string[] = [];

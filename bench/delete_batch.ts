@@ -9,10 +9,10 @@
  *
  * @module
  */
-import { runToEnd } from "../lib/command.ts";
-import type { DeleteOutcome } from "../lib/deleter.ts";
-import type { Flow } from "../lib/flow.ts";
-import { denoSpawn } from "../lib/process.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
+import type { DeleteOutcome } from "../lib/table/deleter.ts";
+import type { Flow } from "../lib/core/flow.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import {
   createNetns,
   entryAt,

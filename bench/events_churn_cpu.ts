@@ -11,8 +11,8 @@
  *
  * @module
  */
-import { runToEnd } from "../lib/command.ts";
-import { denoSpawn } from "../lib/process.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import { measure, option, startTaskFlags } from "./cycle.ts";
 import { createNetns, inNetns } from "./fill_table.ts";
 

@@ -13,11 +13,11 @@
  *
  * @module
  */
-import { denoSpawn } from "../lib/process.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import { measure, option, startTaskFlags } from "./cycle.ts";
 import type { Measured } from "./cycle.ts";
 import { createNetns, fillTable, raiseConntrackCapacity } from "./fill_table.ts";
-import { readSysctl } from "../lib/sysctl.ts";
+import { readSysctl } from "../tests/support/sysctl.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 

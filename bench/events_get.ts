@@ -11,10 +11,10 @@
  * @module
  */
 import process from "node:process";
-import { runToEnd } from "../lib/command.ts";
-import type { Candidate } from "../lib/flow.ts";
-import { openNetlinkLister } from "../lib/netlink_list.ts";
-import { denoSpawn } from "../lib/process.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
+import type { Candidate } from "../lib/core/flow.ts";
+import { openNetlinkLister } from "../lib/table/netlink/netlink_lister.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import { getFlows } from "../lib/table/netlink/ct_get.ts";
 import { openNetlinkLibraries, RawNetlinkSocket } from "../lib/table/netlink/netlink_socket_ffi.ts";
 import { createNetns, fillTable, raiseConntrackCapacity } from "./fill_table.ts";

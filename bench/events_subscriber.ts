@@ -7,7 +7,7 @@
  * @module
  */
 import process from "node:process";
-import { parseCidr } from "../lib/cidr.ts";
+import { parseCidr } from "../lib/core/cidr.ts";
 import { ConntrackEvents, type EventGroup } from "../lib/table/netlink/ct_events.ts";
 import { openNetlinkLibraries } from "../lib/table/netlink/netlink_socket_ffi.ts";
 

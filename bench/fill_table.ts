@@ -11,14 +11,14 @@
  *
  * @module
  */
-import { runToEnd } from "../lib/command.ts";
-import type { SpawnCommand } from "../lib/command.ts";
-import type { Family, Flow } from "../lib/flow.ts";
-import { denoSpawn } from "../lib/process.ts";
-import { cleanupOnInterrupt } from "../lib/interrupt_cleanup.ts";
-import type { OnInterrupt } from "../lib/interrupt_cleanup.ts";
-import { readSysctl, setSysctls } from "../lib/sysctl.ts";
-import type { SetSysctlsOptions, SysctlChange } from "../lib/sysctl.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
+import type { SpawnCommand } from "../lib/seams/spawn.ts";
+import type { Family, Flow } from "../lib/core/flow.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
+import { cleanupOnInterrupt } from "../tests/support/interrupt_cleanup.ts";
+import type { OnInterrupt } from "../tests/support/interrupt_cleanup.ts";
+import { readSysctl, setSysctls } from "../tests/support/sysctl.ts";
+import type { SetSysctlsOptions, SysctlChange } from "../tests/support/sysctl.ts";
 
 /** How a table is filled. */
 export interface FillOptions {
@@ -192,7 +192,7 @@ export function conntrackCapacityFor(entries: number): ConntrackCapacity {
  * @example
  * ```ts ignore
  * import { createNetns, fillTable, raiseConntrackCapacity } from "./fill_table.ts";
- * import { denoSpawn } from "../lib/process.ts";
+ * import { denoSpawn } from "../lib/seams/spawn_deno.ts";
  * await using _capacity = await raiseConntrackCapacity(denoSpawn, 1_000_000);
  * await using ns = await createNetns(denoSpawn, "bench");
  * await fillTable(denoSpawn, ns.name, { entries: 1_000_000 });
@@ -224,7 +224,7 @@ export async function raiseConntrackCapacity(
  * @example
  * ```ts ignore
  * import { fillTable } from "./fill_table.ts";
- * import { denoSpawn } from "../lib/process.ts";
+ * import { denoSpawn } from "../lib/seams/spawn_deno.ts";
  * await fillTable(denoSpawn, "bench-1234", { entries: 100_000 });
  * ```
  */
@@ -272,7 +272,7 @@ export interface Netns extends AsyncDisposable {
  * @example
  * ```ts ignore
  * import { createNetns } from "./fill_table.ts";
- * import { denoSpawn } from "../lib/process.ts";
+ * import { denoSpawn } from "../lib/seams/spawn_deno.ts";
  * await using ns = await createNetns(denoSpawn, "bench");
  * ```
  */

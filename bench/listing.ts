@@ -7,8 +7,8 @@
  *
  * @module
  */
-import type { SpawnCommand } from "../lib/command.ts";
-import { denoSpawn } from "../lib/process.ts";
+import type { SpawnCommand } from "../lib/seams/spawn.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import { createNetns, entryAt, fillTable, raiseConntrackCapacity } from "./fill_table.ts";
 import type { FillOptions } from "./fill_table.ts";
 

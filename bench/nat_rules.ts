@@ -13,14 +13,14 @@
  *
  * @module
  */
-import { runToEnd } from "../lib/command.ts";
-import { splitLines } from "../lib/lines.ts";
-import { silentLogger } from "../lib/log.ts";
-import { createNatReader, createNatView } from "../lib/nat.ts";
-import { parseIptablesSave } from "../lib/nat_iptables.ts";
-import { parseNftKubeProxy } from "../lib/nat_nftables.ts";
-import { denoSpawn } from "../lib/process.ts";
-import type { SpawnCommand } from "../lib/command.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
+import { splitLines } from "../lib/seams/output_lines.ts";
+import { silentLogger } from "../lib/seams/logger.ts";
+import { createNatReader, createNatView } from "../lib/nat/nat_reader.ts";
+import { parseIptablesSave } from "../lib/nat/iptables_save.ts";
+import { parseNftKubeProxy } from "../lib/nat/nftables_json.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
+import type { SpawnCommand } from "../lib/seams/spawn.ts";
 
 const services = Number(Deno.args[0] ?? 10_000);
 const runs = Number(Deno.args[1] ?? 5);

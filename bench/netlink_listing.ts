@@ -1,5 +1,5 @@
 /**
- * The agent's netlink listing (`lib/netlink_list.ts`: a ctnetlink dump through libmnl, read into
+ * The agent's netlink listing (`lib/table/netlink/netlink_lister.ts`: a ctnetlink dump through libmnl, read into
  * candidates) against `conntrack -L -p tcp -u UNREPLIED -o id > /dev/null`, on the same filled
  * namespace table: CPU per listing of each, and the candidates each found.
  *
@@ -8,9 +8,9 @@
  *
  * @module
  */
-import { runToEnd } from "../lib/command.ts";
-import { openNetlinkLister } from "../lib/netlink_list.ts";
-import { denoSpawn } from "../lib/process.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
+import { openNetlinkLister } from "../lib/table/netlink/netlink_lister.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import { option } from "./cycle.ts";
 import { createNetns, fillTable, inNetns, raiseConntrackCapacity } from "./fill_table.ts";
 

@@ -11,9 +11,9 @@
  * @module
  */
 import process from "node:process";
-import { splitLineBatches, splitLines } from "../lib/lines.ts";
-import { LineMemo } from "../lib/memo.ts";
-import { tokenizeLine } from "../lib/tokenizer.ts";
+import { splitLineBatches, splitLines } from "../lib/seams/output_lines.ts";
+import { LineMemo } from "../lib/table/text/line_memo.ts";
+import { tokenizeLine } from "../lib/table/text/tokenizer.ts";
 import { mulberry32 } from "./random.ts";
 
 /** The make-up of generated output. */
@@ -138,7 +138,7 @@ for (const n of SIZES) {
   );
 }
 
-// What the agent does in steady state: the memo (lib/memo.ts) reads a line it saw in the previous
+// What the agent does in steady state: the memo (lib/table/text/line_memo.ts) reads a line it saw in the previous
 // listing with a lookup instead of a parse. Two listings alternate, the second with every timer one
 // second lower, so that every round reads new timers.
 for (const n of SIZES) {

@@ -6,8 +6,8 @@
  *
  * @module
  */
-import { type Candidate, type Flow, flowKey } from "../lib/flow.ts";
-import { Tracker } from "../lib/tracker.ts";
+import { type Candidate, type Flow, flowKey } from "../lib/core/flow.ts";
+import { Tracker } from "../lib/core/tracker.ts";
 
 /** `count` distinct un-NATed flows, half IPv4 and half IPv6, with realistic keys. */
 function candidates(count: number): Candidate[] {

@@ -12,10 +12,10 @@
 # base image lacks are copied, so the base's own glibc is never replaced by another build of it.
 set -euo pipefail
 
-# What the agent spawns (see lib/conntrack.ts and lib/nat.ts), looked up on PATH.
+# What the agent spawns (see lib/table/conntrack_cli.ts and lib/nat/nat_reader.ts), looked up on PATH.
 # The legacy flavour is run only where iptables-nft reports legacy tables (kube-proxy in legacy mode).
 PROGRAMS=(conntrack iptables-save ip6tables-save iptables-legacy-save ip6tables-legacy-save nft)
-# What the agent opens with Deno.dlopen (lib/netlink.ts, lib/netlink_list.ts), which ldd cannot see.
+# What the agent opens with Deno.dlopen (lib/table/netlink/netlink_deleter.ts, lib/table/netlink/netlink_lister.ts), which ldd cannot see.
 # It also opens libc.so.6 (for setsockopt), which the base image's libc6 provides.
 DLOPEN_LIBS=(libnetfilter_conntrack.so.3 libmnl.so.0)
 # The Debian packages gcr.io/distroless/cc-debian12 is assembled from

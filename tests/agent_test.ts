@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import type { Agent, AgentOptions } from "../lib/agent.ts";
-import type { SpawnCommand } from "../lib/command.ts";
-import { createAgent } from "../lib/agent.ts";
-import { CLI_DELETE_PIECE, createCliDeleter, createCliLister } from "../lib/conntrack.ts";
-import type { NatReader } from "../lib/nat.ts";
-import { denoSpawn } from "../lib/process.ts";
-import type { CycleReport } from "../lib/report.ts";
+import type { Agent, AgentOptions } from "../lib/loop/agent.ts";
+import type { SpawnCommand } from "../lib/seams/spawn.ts";
+import { createAgent } from "../lib/loop/agent.ts";
+import { CLI_DELETE_PIECE, createCliDeleter, createCliLister } from "../lib/table/conntrack_cli.ts";
+import type { NatReader } from "../lib/nat/nat_reader.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
+import type { CycleReport } from "../lib/loop/cycle_report.ts";
 import { FakeClock, FakeConntrack, RecordingLogger, staleFlow } from "./fakes.ts";
 
 const ORIGINAL: AgentOptions = {

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { BackendUnavailableError, selectDeleter, selectLister } from "../lib/backend.ts";
-import type { Deleter } from "../lib/deleter.ts";
-import type { Lister } from "../lib/lister.ts";
-import { type NetlinkOpen, openNetlinkDeleter } from "../lib/netlink.ts";
-import { type NetlinkListerOpen, openNetlinkLister } from "../lib/netlink_list.ts";
+import { BackendUnavailableError, selectDeleter, selectLister } from "../lib/table/backend.ts";
+import type { Deleter } from "../lib/table/deleter.ts";
+import type { Lister } from "../lib/table/lister.ts";
+import { type NetlinkOpen, openNetlinkDeleter } from "../lib/table/netlink/netlink_deleter.ts";
+import { type NetlinkListerOpen, openNetlinkLister } from "../lib/table/netlink/netlink_lister.ts";
 import { FakeClock, FakeConntrack, RecordingLogger } from "./fakes.ts";
 
 const netlinkDeleter: Deleter & Disposable = {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { parseCidr } from "../lib/cidr.ts";
-import type { Flow } from "../lib/flow.ts";
+import { parseCidr } from "../lib/core/cidr.ts";
+import type { Flow } from "../lib/core/flow.ts";
 import { BPF_MAXINSNS, eventFilterProgram } from "../lib/table/netlink/bpf_filter.ts";
 import { getRequests } from "../lib/table/netlink/ct_get.ts";
 import type { BpfInstruction } from "../lib/table/netlink/netlink_socket_ffi.ts";

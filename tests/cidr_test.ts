@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { addressInCidr, cidrContains, parseAddress, parseCidr } from "../lib/cidr.ts";
+import { addressInCidr, cidrContains, parseAddress, parseCidr } from "../lib/core/cidr.ts";
 
 Deno.test("parseAddress() reads IPv4 addresses as 32-bit integers", () => {
   assert.deepEqual(parseAddress("192.0.2.1"), { family: "ipv4", value: 0xc0000201n });

@@ -1,9 +1,14 @@
 import assert from "node:assert/strict";
-import { ConfigError, type Invocation, OPTIONS, parseInvocation } from "../lib/cli.ts";
-import { parseCidr } from "../lib/cidr.ts";
-import { runToEnd } from "../lib/command.ts";
-import type { Config } from "../lib/config.ts";
-import { denoSpawn } from "../lib/process.ts";
+import {
+  ConfigError,
+  type Invocation,
+  OPTIONS,
+  parseInvocation,
+} from "../lib/operator/command_line.ts";
+import { parseCidr } from "../lib/core/cidr.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
+import type { Config } from "../lib/operator/config.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 
 type Env = Readonly<Record<string, string>>;
 

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import type { SpawnCommand } from "../lib/command.ts";
-import { CommandFailedError, runChecked, runToEnd } from "../lib/command.ts";
-import { splitLineBatches } from "../lib/lines.ts";
-import { createDenoSpawn, denoSpawn } from "../lib/process.ts";
+import type { SpawnCommand } from "../lib/seams/spawn.ts";
+import { CommandFailedError, runChecked, runToEnd } from "../lib/seams/spawn.ts";
+import { splitLineBatches } from "../lib/seams/output_lines.ts";
+import { createDenoSpawn, denoSpawn } from "../lib/seams/spawn_deno.ts";
 
 function fake(code: number, stdout: string, stderr: string): SpawnCommand {
   return () => ({
@@ -88,7 +88,7 @@ Deno.test("denoSpawn() reports a program outside --allow-run as not allowed, not
   try {
     await Deno.writeTextFile(
       script,
-      `import { denoSpawn } from "${new URL("../lib/process.ts", import.meta.url)}";
+      `import { denoSpawn } from "${new URL("../lib/seams/spawn_deno.ts", import.meta.url)}";
       try { denoSpawn("/nonexistent/conntrack", []); } catch (e) { console.log(e.reason, e.message); }`,
     );
     // Only conntrack may run, as in the start task.

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { runToEnd } from "../lib/command.ts";
-import { denoSpawn } from "../lib/process.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import type { SpawnCommand } from "../lib/command.ts";
-import { SpawnError } from "../lib/command.ts";
+import type { SpawnCommand } from "../lib/seams/spawn.ts";
+import { SpawnError } from "../lib/seams/spawn.ts";
 import {
   CLI_DELETE_PIECE,
   ConntrackUnusableError,
@@ -11,8 +11,8 @@ import {
   LIST_ARGS,
   listCandidates,
   probeConntrack,
-} from "../lib/conntrack.ts";
-import type { Candidate } from "../lib/flow.ts";
+} from "../lib/table/conntrack_cli.ts";
+import type { Candidate } from "../lib/core/flow.ts";
 import { FakeClock, FakeConntrack, hangingSpawn, staleFlow } from "./fakes.ts";
 
 /** One listing, with its candidates collected from the batches. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { dumpRequest, readDumpBuffer } from "../lib/ctnetlink.ts";
+import { dumpRequest, readDumpBuffer } from "../lib/table/netlink/ctnetlink.ts";
 
 // A small builder of the kernel's answer: netlink messages of nested attributes.
 

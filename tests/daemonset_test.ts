@@ -11,9 +11,9 @@ import assert from "node:assert/strict";
 import { parseAllDocuments } from "yaml";
 import { DaemonSet } from "kubernetes-models/apps/v1/DaemonSet";
 import { ServiceAccount } from "kubernetes-models/v1/ServiceAccount";
-import { OPTIONS } from "../lib/cli.ts";
-import { runChecked, runToEnd } from "../lib/command.ts";
-import { denoSpawn } from "../lib/process.ts";
+import { OPTIONS } from "../lib/operator/command_line.ts";
+import { runChecked, runToEnd } from "../lib/seams/spawn.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import { VERSION } from "../lib/version.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { mulberry32 } from "../bench/random.ts";
-import { digitsValue } from "../lib/digits.ts";
+import { digitsValue } from "../lib/table/text/_digits.ts";
 
 Deno.test("digitsValue() reads the numbers at the edges of every field's range", () => {
   for (

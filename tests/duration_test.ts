@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseGoDuration } from "../lib/duration.ts";
+import { parseGoDuration } from "../lib/operator/duration.ts";
 
 const NS = 1e-6;
 const US = 1e-3;

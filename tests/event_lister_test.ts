@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import type { Candidate, Flow } from "../lib/flow.ts";
-import { flowKey } from "../lib/flow.ts";
-import type { Dump, Lister, ListOptions } from "../lib/lister.ts";
+import type { Candidate, Flow } from "../lib/core/flow.ts";
+import { flowKey } from "../lib/core/flow.ts";
+import type { Dump, Lister, ListOptions } from "../lib/table/lister.ts";
 import type { EventCounts, EventSink } from "../lib/table/netlink/ct_events.ts";
 import type { GetAnswer } from "../lib/table/netlink/ct_get.ts";
 import { EventLister, type EventSource } from "../lib/table/netlink/event_lister.ts";

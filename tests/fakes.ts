@@ -4,10 +4,10 @@
  *
  * @module
  */
-import type { Clock } from "../lib/clock.ts";
-import type { SpawnCommand, SpawnedProcess } from "../lib/command.ts";
-import type { Flow } from "../lib/flow.ts";
-import type { Logger, LogProperties } from "../lib/log.ts";
+import type { Clock } from "../lib/seams/clock.ts";
+import type { SpawnCommand, SpawnedProcess } from "../lib/seams/spawn.ts";
+import type { Flow } from "../lib/core/flow.ts";
+import type { Logger, LogProperties } from "../lib/seams/logger.ts";
 
 /** A clock whose time moves only when a test (or a sleep) moves it. */
 export class FakeClock implements Clock {

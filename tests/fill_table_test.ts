@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { conntrackCapacityFor, fillTable, raiseConntrackCapacity } from "../bench/fill_table.ts";
-import type { OnInterrupt } from "../lib/interrupt_cleanup.ts";
+import type { OnInterrupt } from "./support/interrupt_cleanup.ts";
 import { FakeSysctl } from "./sysctl_fake.ts";
 
 const MAX = "net.netfilter.nf_conntrack_max";

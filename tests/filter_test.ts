@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { parseCidr } from "../lib/cidr.ts";
-import { makeTargetFilter, type Target } from "../lib/filter.ts";
-import type { Flow } from "../lib/flow.ts";
+import { parseCidr } from "../lib/core/cidr.ts";
+import { makeTargetFilter, type Target } from "../lib/core/target_filter.ts";
+import type { Flow } from "../lib/core/flow.ts";
 
 /** An un-NATed flow from a client to `dst:dport`. */
 function flowTo(dst: string, dport: number): Flow {

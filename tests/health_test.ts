@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import type { Clock } from "../lib/clock.ts";
-import { createHealth } from "../lib/health.ts";
-import type { Health } from "../lib/health.ts";
-import type { CycleReport } from "../lib/report.ts";
+import type { Clock } from "../lib/seams/clock.ts";
+import { createHealth } from "../lib/operator/health.ts";
+import type { Health } from "../lib/operator/health.ts";
+import type { CycleReport } from "../lib/loop/cycle_report.ts";
 
 /** Virtual time: only `advance()` moves it. */
 class FakeClock implements Clock {

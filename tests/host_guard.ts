@@ -13,8 +13,8 @@
  *
  * @module
  */
-import { diffHostState, readHostState, restoreHostSysctls } from "../lib/host_state.ts";
-import { denoSpawn } from "../lib/process.ts";
+import { diffHostState, readHostState, restoreHostSysctls } from "./support/host_state.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 
 const before = await readHostState(denoSpawn).catch((error: Error) => {
   // Without sysctl or ip there is nothing to compare; CI must have them, so it stops there.
@@ -26,7 +26,7 @@ const before = await readHostState(denoSpawn).catch((error: Error) => {
   return undefined;
 });
 
-// Deno.Command here, not lib/process.ts: `deno test` gets this terminal (colours, and output
+// Deno.Command here, not lib/seams/spawn_deno.ts: `deno test` gets this terminal (colours, and output
 // that is never cut), which the piped seam cannot give.
 const child = new Deno.Command(Deno.execPath(), {
   args: Deno.args,

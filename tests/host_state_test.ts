@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { diffHostState, readHostState, restoreHostSysctls } from "../lib/host_state.ts";
+import { diffHostState, readHostState, restoreHostSysctls } from "./support/host_state.ts";
 import { FakeSysctl } from "./sysctl_fake.ts";
 
 const MAX = "net.netfilter.nf_conntrack_max";

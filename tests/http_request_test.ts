@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { headEnd, parseRequestHead } from "../lib/http_request.ts";
-import type { ParsedHead } from "../lib/http_request.ts";
+import { headEnd, parseRequestHead } from "../lib/seams/http_request.ts";
+import type { ParsedHead } from "../lib/seams/http_request.ts";
 
 const parse = (text: string): ParsedHead => parseRequestHead(new TextEncoder().encode(text));
 const ok = (method: string, path: string, keepAlive: boolean, hasBody = false): ParsedHead => ({

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { describeUnavailable, openLibrary } from "../lib/library_paths.ts";
+import { describeUnavailable, openLibrary } from "../lib/seams/native_library.ts";
 
 const MNL = { mnl_socket_open: { parameters: ["i32"], result: "pointer" } } as const;
 const LIBC = { getpid: { parameters: [], result: "i32" } } as const;

@@ -5,7 +5,7 @@ import {
   type OverlongLine,
   splitLineBatches,
   splitLines,
-} from "../lib/lines.ts";
+} from "../lib/seams/output_lines.ts";
 
 const encoder = new TextEncoder();
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import type { LogFormat, LogLevel } from "../lib/config.ts";
-import { createLogger } from "../lib/logging.ts";
+import type { LogFormat, LogLevel } from "../lib/operator/config.ts";
+import { createLogger } from "../lib/seams/logger_logtape.ts";
 
 async function collect(
   format: LogFormat,

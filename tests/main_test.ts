@@ -3,9 +3,9 @@
  * exactly as `deno task start` and the compiled binary run it.
  */
 import assert from "node:assert/strict";
-import { OPTIONS } from "../lib/cli.ts";
-import { runToEnd } from "../lib/command.ts";
-import { denoSpawn } from "../lib/process.ts";
+import { OPTIONS } from "../lib/operator/command_line.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import { rootTest } from "./root.ts";
 
 const root = new URL("../", import.meta.url).pathname;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { LineMemo } from "../lib/memo.ts";
-import { tokenizeLine } from "../lib/tokenizer.ts";
+import { LineMemo } from "../lib/table/text/line_memo.ts";
+import { tokenizeLine } from "../lib/table/text/tokenizer.ts";
 
 const line = (timer: number, sport = 40000, id = 3000000007, tail = "mark=0 use=1") =>
   `tcp      6 ${timer} SYN_SENT src=198.51.100.2 dst=192.0.2.10 sport=${sport} dport=80 ` +

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { createMetrics, DUMP_DURATION_BUCKETS } from "../lib/metrics.ts";
-import type { Metrics, ProcessSampler } from "../lib/metrics.ts";
-import type { Family } from "../lib/flow.ts";
-import type { CycleReport, DeletionRecord } from "../lib/report.ts";
-import { RULES } from "../lib/verdict.ts";
+import { createMetrics, DUMP_DURATION_BUCKETS } from "../lib/operator/metrics.ts";
+import type { Metrics, ProcessSampler } from "../lib/operator/metrics.ts";
+import type { Family } from "../lib/core/flow.ts";
+import type { CycleReport, DeletionRecord } from "../lib/loop/cycle_report.ts";
+import { RULES } from "../lib/core/verdict.ts";
 import { findSample, parseExposition, sampleValue } from "./exposition.ts";
 import type { MetricFamily } from "./exposition.ts";
 

@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import { parse, parseAllDocuments } from "yaml";
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
-import { createMetrics } from "../lib/metrics.ts";
+import { createMetrics } from "../lib/operator/metrics.ts";
 import {
   PROMETHEUS_RULE_PATH,
   RULE_FILE_PATH,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { Family } from "../lib/flow.ts";
+import type { Family } from "../lib/core/flow.ts";
 import { parseIptablesRuleset } from "../lib/nat/iptables_ruleset.ts";
 import type { NatPathVerdict } from "../lib/nat/nat_path.ts";
 import { fixturesOf, toIpv6, UPSTREAM } from "./fixtures/kube-proxy/remap.ts";

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import type { Family } from "../lib/flow.ts";
-import { createNatView } from "../lib/nat.ts";
-import type { NatDestination } from "../lib/nat.ts";
-import { parseIptablesSave, tokenizeRule } from "../lib/nat_iptables.ts";
+import type { Family } from "../lib/core/flow.ts";
+import { createNatView } from "../lib/nat/nat_reader.ts";
+import type { NatDestination } from "../lib/nat/nat_reader.ts";
+import { parseIptablesSave, tokenizeRule } from "../lib/nat/iptables_save.ts";
 
 // Real `iptables-save` / `ip6tables-save` output, made by tests/fixtures/nat-generate.sh.
 const fixture = (name: string) =>

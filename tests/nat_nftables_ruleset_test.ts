@@ -6,7 +6,7 @@
  * files against the kernel.
  */
 import assert from "node:assert/strict";
-import type { Family } from "../lib/flow.ts";
+import type { Family } from "../lib/core/flow.ts";
 import type { NatPathVerdict, NatRuleset } from "../lib/nat/nat_path.ts";
 import { parseNftablesRuleset } from "../lib/nat/nftables_ruleset.ts";
 

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import type { Family } from "../lib/flow.ts";
-import { createNatView } from "../lib/nat.ts";
-import type { NatDestination } from "../lib/nat.ts";
-import { parseNftKubeProxy } from "../lib/nat_nftables.ts";
+import type { Family } from "../lib/core/flow.ts";
+import { createNatView } from "../lib/nat/nat_reader.ts";
+import type { NatDestination } from "../lib/nat/nat_reader.ts";
+import { parseNftKubeProxy } from "../lib/nat/nftables_json.ts";
 
 // Real `nft -j list table ip[6] kube-proxy` output, made by tests/fixtures/nat-generate.sh.
 const fixture = (name: string) =>

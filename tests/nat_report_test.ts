@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { SpawnError } from "../lib/command.ts";
-import type { SpawnCommand } from "../lib/command.ts";
-import { silentLogger } from "../lib/log.ts";
-import { createNatReader } from "../lib/nat.ts";
-import type { NatSourceRead } from "../lib/nat_report.ts";
+import { SpawnError } from "../lib/seams/spawn.ts";
+import type { SpawnCommand } from "../lib/seams/spawn.ts";
+import { silentLogger } from "../lib/seams/logger.ts";
+import { createNatReader } from "../lib/nat/nat_reader.ts";
+import type { NatSourceRead } from "../lib/nat/nat_report.ts";
 
 const IPT_V4 = Deno.readTextFileSync(
   new URL("./fixtures/nat-iptables-save-v4.txt", import.meta.url),

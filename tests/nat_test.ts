@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { SpawnError } from "../lib/command.ts";
-import type { SpawnCommand } from "../lib/command.ts";
-import type { NatSource } from "../lib/config.ts";
-import type { Family } from "../lib/flow.ts";
-import type { Logger, LogProperties } from "../lib/log.ts";
-import type { NatReader } from "../lib/nat.ts";
-import { createNatReader, createNatView, spaceNatReads } from "../lib/nat.ts";
+import { SpawnError } from "../lib/seams/spawn.ts";
+import type { SpawnCommand } from "../lib/seams/spawn.ts";
+import type { NatSource } from "../lib/operator/config.ts";
+import type { Family } from "../lib/core/flow.ts";
+import type { Logger, LogProperties } from "../lib/seams/logger.ts";
+import type { NatReader } from "../lib/nat/nat_reader.ts";
+import { createNatReader, createNatView, spaceNatReads } from "../lib/nat/nat_reader.ts";
 import { FakeClock, hangingSpawn } from "./fakes.ts";
 
 const fixture = (name: string) =>

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { runToEnd } from "../lib/command.ts";
-import { openNetlinkLister } from "../lib/netlink_list.ts";
-import { denoSpawn } from "../lib/process.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
+import { openNetlinkLister } from "../lib/table/netlink/netlink_lister.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 
 // Needs libmnl and prlimit (util-linux); opening a netlink socket needs no privileges.
 const available = (() => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { openNetlinkLister } from "../lib/netlink_list.ts";
+import { openNetlinkLister } from "../lib/table/netlink/netlink_lister.ts";
 
 Deno.test("openNetlinkLister() reports a missing library as unavailable", () => {
   assert.deepEqual(openNetlinkLister({ libraryPaths: ["/nonexistent/libmnl.so.0"] }), {

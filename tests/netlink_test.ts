@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
-import { runToEnd } from "../lib/command.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
 import {
   addressBytes,
   DEFAULT_LIBRARY_PATHS,
   openNetlinkDeleter,
   portBytes,
-} from "../lib/netlink.ts";
-import { denoSpawn } from "../lib/process.ts";
-import type { Flow } from "../lib/flow.ts";
+} from "../lib/table/netlink/netlink_deleter.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
+import type { Flow } from "../lib/core/flow.ts";
 
 const v4Flow: Flow = {
   family: "ipv4",

@@ -5,7 +5,7 @@ import {
   Spell,
   type SpellChange,
   stretchThreshold,
-} from "../lib/pacing.ts";
+} from "../lib/loop/pacing.ts";
 
 Deno.test("pauseAfter() keeps the period while cycles fit under the busy limit", () => {
   assert.equal(pauseAfter(0, 1000, 0.25), 1000);

@@ -4,8 +4,8 @@
  *
  * @module
  */
-import { type CommandOutput, runToEnd, SpawnError } from "../lib/command.ts";
-import { denoSpawn } from "../lib/process.ts";
+import { type CommandOutput, runToEnd, SpawnError } from "../lib/seams/spawn.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 
 /** Why promtool cannot run here (one line), or undefined when it can. */
 export const promtoolMissing: string | undefined = await (async () => {

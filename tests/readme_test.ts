@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { OPTIONS } from "../lib/cli.ts";
-import { createMetrics } from "../lib/metrics.ts";
+import { OPTIONS } from "../lib/operator/command_line.ts";
+import { createMetrics } from "../lib/operator/metrics.ts";
 
 const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
 

@@ -14,10 +14,10 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { runChecked, runToEnd } from "../lib/command.ts";
-import type { CommandOutput } from "../lib/command.ts";
-import { denoSpawn } from "../lib/process.ts";
-import { startTaskArgv } from "../lib/testbed.ts";
+import { runChecked, runToEnd } from "../lib/seams/spawn.ts";
+import type { CommandOutput } from "../lib/seams/spawn.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
+import { startTaskArgv } from "./e2e/testbed.ts";
 import { VERSION } from "../lib/version.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");

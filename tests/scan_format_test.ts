@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { type Candidate, type Flow, flowKey } from "../lib/flow.ts";
-import { formatScanJson, formatScanTable } from "../lib/scan_format.ts";
-import type { Assessment, Verdict } from "../lib/verdict.ts";
+import { type Candidate, type Flow, flowKey } from "../lib/core/flow.ts";
+import { formatScanJson, formatScanTable } from "../lib/operator/scan_format.ts";
+import type { Assessment, Verdict } from "../lib/core/verdict.ts";
 
 function candidateOf(
   flow: Flow,

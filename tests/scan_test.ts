@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { createAgent } from "../lib/agent.ts";
-import { createCliDeleter, createCliLister } from "../lib/conntrack.ts";
-import type { ScanOptions } from "../lib/scan.ts";
-import { runScan } from "../lib/scan.ts";
+import { createAgent } from "../lib/loop/agent.ts";
+import { createCliDeleter, createCliLister } from "../lib/table/conntrack_cli.ts";
+import type { ScanOptions } from "../lib/operator/scan.ts";
+import { runScan } from "../lib/operator/scan.ts";
 import { FakeClock, FakeConntrack, RecordingLogger, staleFlow } from "./fakes.ts";
 
 function setup(options: Partial<ScanOptions> = {}) {

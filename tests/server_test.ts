@@ -1,18 +1,18 @@
 import assert from "node:assert/strict";
-import type { Clock } from "../lib/clock.ts";
-import { systemClock } from "../lib/clock.ts";
-import { createHealth } from "../lib/health.ts";
-import type { Health } from "../lib/health.ts";
-import type { Logger, LogProperties } from "../lib/log.ts";
-import { silentLogger } from "../lib/log.ts";
-import { createMetrics } from "../lib/metrics.ts";
-import type { Metrics } from "../lib/metrics.ts";
-import { denoSpawn } from "../lib/process.ts";
-import { runToEnd } from "../lib/command.ts";
-import type { CycleReport } from "../lib/report.ts";
-import { ListenError, serveProbes } from "../lib/server.ts";
-import type { ProbeServer } from "../lib/server.ts";
-import type { HttpLimits } from "../lib/http_server.ts";
+import type { Clock } from "../lib/seams/clock.ts";
+import { systemClock } from "../lib/seams/clock.ts";
+import { createHealth } from "../lib/operator/health.ts";
+import type { Health } from "../lib/operator/health.ts";
+import type { Logger, LogProperties } from "../lib/seams/logger.ts";
+import { silentLogger } from "../lib/seams/logger.ts";
+import { createMetrics } from "../lib/operator/metrics.ts";
+import type { Metrics } from "../lib/operator/metrics.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
+import type { CycleReport } from "../lib/loop/cycle_report.ts";
+import { ListenError, serveProbes } from "../lib/operator/probe_server.ts";
+import type { ProbeServer } from "../lib/operator/probe_server.ts";
+import type { HttpLimits } from "../lib/seams/http_server.ts";
 import { parseExposition, sampleValue } from "./exposition.ts";
 
 const OK_CYCLE: CycleReport = {

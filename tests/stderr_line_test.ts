@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { STDERR_QUOTE_LENGTH, stderrLine } from "../lib/stderr_line.ts";
+import { STDERR_QUOTE_LENGTH, stderrLine } from "../lib/seams/stderr_line.ts";
 
 Deno.test("stderrLine() quotes the last line that is not blank, trimmed", () => {
   assert.equal(stderrLine("warning: a\n  error: b  \n\n \n"), "error: b");

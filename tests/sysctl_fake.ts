@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { SpawnCommand } from "../lib/command.ts";
+import type { SpawnCommand } from "../lib/seams/spawn.ts";
 
 /** The fake kernel: its parameters, and the writes made in order. */
 export class FakeSysctl {

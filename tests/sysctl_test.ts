@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import type { Cleanup, OnInterrupt } from "../lib/interrupt_cleanup.ts";
-import { readSysctl, setSysctls, SysctlError } from "../lib/sysctl.ts";
+import type { Cleanup, OnInterrupt } from "./support/interrupt_cleanup.ts";
+import { readSysctl, setSysctls, SysctlError } from "./support/sysctl.ts";
 import { FakeSysctl } from "./sysctl_fake.ts";
 
 const MAX = "net.netfilter.nf_conntrack_max";

@@ -9,9 +9,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { OPTIONS } from "../lib/cli.ts";
-import { runToEnd } from "../lib/command.ts";
-import { denoSpawn } from "../lib/process.ts";
+import { OPTIONS } from "../lib/operator/command_line.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const UNIT = `${ROOT}/conntrack-cleaner.service`;

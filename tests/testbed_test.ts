@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
-import type { SpawnCommand, SpawnOptions } from "../lib/command.ts";
+import type { SpawnCommand, SpawnOptions } from "../lib/seams/spawn.ts";
 import {
   parseAgentLogLine,
   parseConntrackLine,
   startTaskArgv,
   Testbed,
   TestbedError,
-} from "../lib/testbed.ts";
+} from "./e2e/testbed.ts";
 
 const SYN_SENT_V6 = "tcp      6 116 SYN_SENT src=2001:db8::2 dst=2001:db8:100::10 sport=40200 " +
   "dport=80 packets=0 bytes=0 [UNREPLIED] src=2001:db8:100::10 dst=2001:db8::2 sport=80 " +

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { type Candidate, type Flow, flowKey } from "../lib/flow.ts";
-import { type DumpWindow, expiryWindow, Tracker } from "../lib/tracker.ts";
-import type { Assessment } from "../lib/verdict.ts";
+import { type Candidate, type Flow, flowKey } from "../lib/core/flow.ts";
+import { type DumpWindow, expiryWindow, Tracker } from "../lib/core/tracker.ts";
+import type { Assessment } from "../lib/core/verdict.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

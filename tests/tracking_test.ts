@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { Lister } from "../lib/lister.ts";
+import type { Lister } from "../lib/table/lister.ts";
 import type { EventListerOpen, EventSource } from "../lib/table/netlink/event_lister.ts";
 import { EventLister } from "../lib/table/netlink/event_lister.ts";
 import {

@@ -43,8 +43,8 @@
  *
  * @module
  */
-import { type Address, addressInCidr, type Cidr, parseAddress, parseCidr } from "../cidr.ts";
-import type { Family } from "../flow.ts";
+import { type Address, addressInCidr, type Cidr, parseAddress, parseCidr } from "../core/cidr.ts";
+import type { Family } from "../core/flow.ts";
 import type { NatEndpoint, NatPacket, NatPathVerdict, NatRuleset, NodeFacts } from "./nat_path.ts";
 
 /** One parsed `nat` table: chains, policies and the per-chain indexes. */

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { Family } from "../flow.ts";
+import type { Family } from "../core/flow.ts";
 
 /** The first packet of a flow, as the nat table's PREROUTING hook would see it. */
 export interface NatPacket {

@@ -36,8 +36,8 @@
  *
  * @module
  */
-import { parseAddress } from "../cidr.ts";
-import type { Family } from "../flow.ts";
+import { parseAddress } from "../core/cidr.ts";
+import type { Family } from "../core/flow.ts";
 import type { NatEndpoint, NatPacket, NatPathVerdict, NatRuleset, NodeFacts } from "./nat_path.ts";
 
 /**

@@ -6,9 +6,9 @@
  *
  * @module
  */
-import type { Cidr } from "../cidr.ts";
-import type { Lister } from "../lister.ts";
-import type { Logger } from "../log.ts";
+import type { Cidr } from "../core/cidr.ts";
+import type { Lister } from "./lister.ts";
+import type { Logger } from "../seams/logger.ts";
 import {
   type EventListerOpen,
   type EventTrackingCounts,

@@ -1,7 +1,7 @@
 /**
  * The retrying client of the end-to-end suite, run in the client namespace: like a firewalled
  * client in the field, it retries from ONE fixed source port, each attempt with a connect
- * timeout. Prints one JSON line per attempt on stdout (see `ClientEvent` in lib/testbed.ts).
+ * timeout. Prints one JSON line per attempt on stdout (see `ClientEvent` in tests/e2e/testbed.ts).
  *
  * Usage: `deno run --no-config --allow-net tests/e2e/client.ts --host 192.0.2.10 --port 80
  * --sport 40000 [--timeout-ms 1000] [--mode retry|hold]`

@@ -6,7 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { ADDRESSES, BACKEND_PORT, type ConntrackEntry, SERVICE_PORT } from "../../lib/testbed.ts";
+import { ADDRESSES, BACKEND_PORT, type ConntrackEntry, SERVICE_PORT } from "./testbed.ts";
 import { agentCommand, BASE_FLAGS, createBed, e2eTest, holdEstablishedFlow } from "./harness.ts";
 
 const PERIOD_MS = 1000;

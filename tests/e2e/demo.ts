@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { denoSpawn } from "../../lib/process.ts";
+import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
 import {
   ADDRESSES,
   type AgentLogRecord,
@@ -16,7 +16,7 @@ import {
   prepareAgentCommand,
   SERVICE_PORT,
   Testbed,
-} from "../../lib/testbed.ts";
+} from "./testbed.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 const CLIENT_PORT = 40000;

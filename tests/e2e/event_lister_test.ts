@@ -7,8 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { rootTest } from "../root.ts";
-import { runToEnd } from "../../lib/command.ts";
-import { denoSpawn } from "../../lib/process.ts";
+import { runToEnd } from "../../lib/seams/spawn.ts";
+import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
 import { createNetns } from "../../bench/fill_table.ts";
 
 const PROBE = new URL("../fixtures/event_lister_probe.ts", import.meta.url).pathname;

@@ -8,9 +8,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { Family } from "../../lib/flow.ts";
-import { ADDRESSES } from "../../lib/testbed.ts";
-import type { AgentProcess, Testbed } from "../../lib/testbed.ts";
+import type { Family } from "../../lib/core/flow.ts";
+import { ADDRESSES } from "./testbed.ts";
+import type { AgentProcess, Testbed } from "./testbed.ts";
 import {
   agentCommand,
   BASE_FLAGS,

@@ -5,8 +5,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { Family } from "../../lib/flow.ts";
-import { denoSpawn } from "../../lib/process.ts";
+import type { Family } from "../../lib/core/flow.ts";
+import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
 import {
   ADDRESSES,
   type AgentCommand,
@@ -19,7 +19,7 @@ import {
   SERVICE_PORT,
   Testbed,
   type TestbedOptions,
-} from "../../lib/testbed.ts";
+} from "./testbed.ts";
 
 /** The project root. */
 export const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");

@@ -10,10 +10,10 @@
  */
 import assert from "node:assert/strict";
 import { rootTest } from "../root.ts";
-import { runToEnd } from "../../lib/command.ts";
-import { diffHostState, readHostState } from "../../lib/host_state.ts";
-import type { HostState } from "../../lib/host_state.ts";
-import { denoSpawn } from "../../lib/process.ts";
+import { runToEnd } from "../../lib/seams/spawn.ts";
+import { diffHostState, readHostState } from "../support/host_state.ts";
+import type { HostState } from "../support/host_state.ts";
+import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
 
 const FIXTURES = new URL("../fixtures/", import.meta.url).pathname;
 const GUARD = new URL("../host_guard.ts", import.meta.url).pathname;

@@ -7,11 +7,11 @@
  */
 import assert from "node:assert/strict";
 import { rootTest } from "../root.ts";
-import { runToEnd } from "../../lib/command.ts";
-import type { ExitStatus } from "../../lib/command.ts";
-import { denoSpawn } from "../../lib/process.ts";
-import { prepareAgentCommand } from "../../lib/testbed.ts";
-import { DEFAULT_HTTP_LIMITS } from "../../lib/http_server.ts";
+import { runToEnd } from "../../lib/seams/spawn.ts";
+import type { ExitStatus } from "../../lib/seams/spawn.ts";
+import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
+import { prepareAgentCommand } from "./testbed.ts";
+import { DEFAULT_HTTP_LIMITS } from "../../lib/seams/http_server.ts";
 import { parseExposition, sampleValue } from "../exposition.ts";
 import type { Report } from "./slow_clients.ts";
 

@@ -13,10 +13,10 @@
  */
 import assert from "node:assert/strict";
 import { rootTest } from "../root.ts";
-import { runToEnd } from "../../lib/command.ts";
-import type { CommandOutput, ExitStatus } from "../../lib/command.ts";
-import { denoSpawn } from "../../lib/process.ts";
-import { prepareAgentCommand } from "../../lib/testbed.ts";
+import { runToEnd } from "../../lib/seams/spawn.ts";
+import type { CommandOutput, ExitStatus } from "../../lib/seams/spawn.ts";
+import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
+import { prepareAgentCommand } from "./testbed.ts";
 import { parseExposition, sampleValue } from "../exposition.ts";
 import { promtool, promtoolMissing } from "../promtool.ts";
 

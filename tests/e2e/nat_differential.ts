@@ -19,10 +19,10 @@
  *
  * @module
  */
-import type { Family } from "../../lib/flow.ts";
-import { runToEnd } from "../../lib/command.ts";
-import type { CommandOutput, SpawnCommand } from "../../lib/command.ts";
-import { parseConntrackLine } from "../../lib/testbed.ts";
+import type { Family } from "../../lib/core/flow.ts";
+import { runToEnd } from "../../lib/seams/spawn.ts";
+import type { CommandOutput, SpawnCommand } from "../../lib/seams/spawn.ts";
+import { parseConntrackLine } from "./testbed.ts";
 
 /** The project root. */
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");

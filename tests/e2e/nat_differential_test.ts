@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { parseIptablesRuleset } from "../../lib/nat/iptables_ruleset.ts";
 import type { NatPathVerdict } from "../../lib/nat/nat_path.ts";
-import { denoSpawn } from "../../lib/process.ts";
+import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
 import { e2eTest } from "./harness.ts";
 import {
   CLIENTS,

@@ -9,10 +9,10 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { NatSource } from "../../lib/config.ts";
-import type { Family } from "../../lib/flow.ts";
-import type { ConntrackEntry, DnatStyle, ProxyMode, Testbed } from "../../lib/testbed.ts";
-import { ADDRESSES } from "../../lib/testbed.ts";
+import type { NatSource } from "../../lib/operator/config.ts";
+import type { Family } from "../../lib/core/flow.ts";
+import type { ConntrackEntry, DnatStyle, ProxyMode, Testbed } from "./testbed.ts";
+import { ADDRESSES } from "./testbed.ts";
 import {
   agentCommand,
   BASE_FLAGS,

@@ -19,10 +19,10 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { Family } from "../../lib/flow.ts";
+import type { Family } from "../../lib/core/flow.ts";
 import type { NatPathVerdict } from "../../lib/nat/nat_path.ts";
 import { parseNftablesRuleset } from "../../lib/nat/nftables_ruleset.ts";
-import { denoSpawn } from "../../lib/process.ts";
+import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
 import { e2eTest, ROOT } from "./harness.ts";
 import { CLIENTS, NftablesBed, NODE_ADDRESSES, type NodeEntry } from "./nftables_bed.ts";
 

@@ -7,9 +7,9 @@
  */
 import assert from "node:assert/strict";
 import { rootTest } from "../root.ts";
-import { runToEnd } from "../../lib/command.ts";
-import type { Candidate } from "../../lib/flow.ts";
-import { denoSpawn } from "../../lib/process.ts";
+import { runToEnd } from "../../lib/seams/spawn.ts";
+import type { Candidate } from "../../lib/core/flow.ts";
+import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
 import { createNetns, fillTable, inNetns } from "../../bench/fill_table.ts";
 
 const HELPER = new URL("../fixtures/list_both.ts", import.meta.url).pathname;

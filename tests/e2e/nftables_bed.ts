@@ -15,9 +15,9 @@
  *
  * @module
  */
-import type { Family } from "../../lib/flow.ts";
-import { runChecked, runToEnd } from "../../lib/command.ts";
-import type { SpawnCommand } from "../../lib/command.ts";
+import type { Family } from "../../lib/core/flow.ts";
+import { runChecked, runToEnd } from "../../lib/seams/spawn.ts";
+import type { SpawnCommand } from "../../lib/seams/spawn.ts";
 
 /** The client addresses of one family. */
 export interface Clients {
@@ -94,7 +94,7 @@ export class NftablesBed implements AsyncDisposable {
   }
 
   /**
-   * Builds the namespaces. The names follow lib/testbed.ts (`cct-<pid>-<hex>-<host>`), whose
+   * Builds the namespaces. The names follow tests/e2e/testbed.ts (`cct-<pid>-<hex>-<host>`), whose
    * sweep removes them if this process dies before disposal.
    */
   static async create(spawn: SpawnCommand): Promise<NftablesBed> {

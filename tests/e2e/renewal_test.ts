@@ -6,7 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { Family } from "../../lib/flow.ts";
+import type { Family } from "../../lib/core/flow.ts";
 import {
   agentCommand,
   BASE_FLAGS,

@@ -7,10 +7,10 @@
  */
 import assert from "node:assert/strict";
 import { rootTest } from "../root.ts";
-import { runToEnd } from "../../lib/command.ts";
-import type { DeleteOutcome } from "../../lib/deleter.ts";
-import type { Flow } from "../../lib/flow.ts";
-import { denoSpawn } from "../../lib/process.ts";
+import { runToEnd } from "../../lib/seams/spawn.ts";
+import type { DeleteOutcome } from "../../lib/table/deleter.ts";
+import type { Flow } from "../../lib/core/flow.ts";
+import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
 import {
   createNetns,
   entryAt,

@@ -9,9 +9,9 @@
  * ignored otherwise, and failing instead when CI=true.
  */
 import assert from "node:assert/strict";
-import { runToEnd } from "../../lib/command.ts";
-import type { Flow } from "../../lib/flow.ts";
-import { denoSpawn } from "../../lib/process.ts";
+import { runToEnd } from "../../lib/seams/spawn.ts";
+import type { Flow } from "../../lib/core/flow.ts";
+import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
 import {
   createNetns,
   fillTable,

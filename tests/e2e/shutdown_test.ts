@@ -6,7 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { Testbed } from "../../lib/testbed.ts";
+import type { Testbed } from "./testbed.ts";
 import { agentCommand, BASE_FLAGS, createBed, e2eTest, sleep } from "./harness.ts";
 
 const EXIT_LIMIT_MS = 2000;

@@ -7,9 +7,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { runToEnd } from "../../lib/command.ts";
-import { denoSpawn } from "../../lib/process.ts";
-import { HANGUP_MESSAGE } from "../../lib/signals.ts";
+import { runToEnd } from "../../lib/seams/spawn.ts";
+import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
+import { HANGUP_MESSAGE } from "../../lib/seams/signals.ts";
 import { agentCommand, e2eTest, ROOT, sleep } from "./harness.ts";
 
 /** Deno's inspector port, opened by SIGUSR1 in Deno 2.9.2 and later unless it is ignored. */

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import type { Cidr } from "../../cidr.ts";
+import type { Cidr } from "../../core/cidr.ts";
 import type { BpfInstruction } from "./netlink_socket_ffi.ts";
 
 // Opcode parts (linux/filter.h, linux/bpf_common.h).
@@ -136,7 +136,7 @@ function matchBlocks(
  * @example
  * ```ts
  * import { eventFilterProgram } from "./bpf_filter.ts";
- * import { parseCidr } from "../../cidr.ts";
+ * import { parseCidr } from "../../core/cidr.ts";
  * eventFilterProgram([parseCidr("192.0.2.0/24")]).length > 0; // true
  * ```
  */

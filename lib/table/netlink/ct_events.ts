@@ -9,9 +9,9 @@
  *
  * @module
  */
-import type { Cidr } from "../../cidr.ts";
-import { errnoName, readDumpBuffer } from "../../ctnetlink.ts";
-import type { Candidate } from "../../flow.ts";
+import type { Cidr } from "../../core/cidr.ts";
+import { errnoName, readDumpBuffer } from "./ctnetlink.ts";
+import type { Candidate } from "../../core/flow.ts";
 import { eventFilterProgram } from "./bpf_filter.ts";
 import {
   encodeProgram,

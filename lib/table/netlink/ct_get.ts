@@ -11,9 +11,9 @@
  *
  * @module
  */
-import { parseAddress } from "../../cidr.ts";
-import { AF_INET, AF_INET6, errnoName, IPPROTO_TCP, readDumpBuffer } from "../../ctnetlink.ts";
-import type { Candidate, Flow } from "../../flow.ts";
+import { parseAddress } from "../../core/cidr.ts";
+import { AF_INET, AF_INET6, errnoName, IPPROTO_TCP, readDumpBuffer } from "./ctnetlink.ts";
+import type { Candidate, Flow } from "../../core/flow.ts";
 import type { RawNetlinkSocket } from "./netlink_socket_ffi.ts";
 
 const NLMSG_HEADER = 16;

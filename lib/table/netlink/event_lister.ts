@@ -20,9 +20,9 @@
  *
  * @module
  */
-import type { Cidr } from "../../cidr.ts";
-import type { Candidate, Flow } from "../../flow.ts";
-import type { Dump, Lister, ListOptions } from "../../lister.ts";
+import type { Cidr } from "../../core/cidr.ts";
+import type { Candidate, Flow } from "../../core/flow.ts";
+import type { Dump, Lister, ListOptions } from "../lister.ts";
 import { ConntrackEvents, type EventCounts, type EventSink } from "./ct_events.ts";
 import { type GetAnswer, getFlows, GETS_PER_SEND } from "./ct_get.ts";
 import { openNetlinkLibraries, RawNetlinkSocket, type Received } from "./netlink_socket_ffi.ts";

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { libraryPaths, openLibrary } from "../../library_paths.ts";
+import { libraryPaths, openLibrary } from "../../seams/native_library.ts";
 
 const MNL_SYMBOLS = {
   mnl_socket_open: { parameters: ["i32"], result: "pointer" },
