@@ -22,7 +22,6 @@ import type { Backend, Config } from "./lib/operator/config.ts";
 import {
   ConntrackUnusableError,
   conntrackVersion,
-  createCliDeleter,
   probeConntrack,
 } from "./lib/table/conntrack_cli.ts";
 import { makeTargetFilter } from "./lib/core/target_filter.ts";
@@ -36,6 +35,12 @@ import { runScan } from "./lib/operator/scan.ts";
 import { serveProbes } from "./lib/operator/probe_server.ts";
 import { HANGUP_MESSAGE, type SignalGuard } from "./lib/seams/signals.ts";
 import { VERSION } from "./lib/version.ts";
+import {
+  openEventTracking,
+  selectTracking,
+  type Tracking,
+  TrackingUnavailableError,
+} from "./lib/table/tracking.ts";
 
 const NAME = "conntrack-cleaner";
 
@@ -57,7 +62,7 @@ async function main(): Promise<number> {
       console.log(invocation.text.trimEnd());
       return 0;
     case "version":
-      return await printVersions();
+      return await printVersions(invocation.conntrackBin);
     case "scan":
     case "run":
       break;
@@ -83,7 +88,10 @@ async function main(): Promise<number> {
   const reassert = () => reassertIgnored(guard, logger);
   Deno.unrefTimer(setTimeout(reassert, REASSERT_AFTER_MS));
   const { signal } = controller;
-  const metrics = createMetrics({ version: VERSION, denoVersion: Deno.version.deno });
+  let tracking: Tracking | undefined;
+  const metrics = createMetrics({ version: VERSION, denoVersion: Deno.version.deno }, {
+    tracking: () => trackingStatus(tracking),
+  });
   const nat = config.natSource === "off" ? undefined : spaceNatReads(
     createNatReader({ source: config.natSource, spawn: denoSpawn, logger, observer: metrics }),
     systemClock,
@@ -91,21 +99,19 @@ async function main(): Promise<number> {
   const options = agentOptions(config);
 
   if (invocation.kind === "scan") {
-    // The agent is driven with deletion off (runScan), so this deleter is never called.
-    const deleter = createCliDeleter(denoSpawn, config.conntrackBin);
+    // Without a deleter the agent can only assess: scan deletes nothing by construction.
     const lister = chooseLister(config, logger);
     if (lister instanceof BackendUnavailableError) return fail(lister.message, 2);
     const agent = createAgent({
       lister,
       clock: systemClock,
       logger,
-      deleter,
       ...(nat ? { nat } : {}),
     }, options);
     return await runScan(agent, {
       json: invocation.json,
       watch: invocation.watch,
-      periodMs: config.dumpFrequencyMs,
+      periodMs: config.periodMs,
       clock: systemClock,
       write: (text) => Deno.stdout.writeSync(new TextEncoder().encode(text)),
       warn: (line) => console.error(line),
@@ -119,7 +125,23 @@ async function main(): Promise<number> {
     selectDeleter(backendOptions(config.deleteBackend, config, logger), () => openNetlinkDeleter())
   );
   if (deleter instanceof BackendUnavailableError) return fail(deleter.message, 2);
-  const health = createHealth({ periodMs: config.dumpFrequencyMs, clock: systemClock });
+  try {
+    tracking = selectTracking({
+      choice: config.tracking,
+      dump: lister,
+      destinations: config.destinations,
+      resyncPeriodMs: config.resyncPeriodMs,
+      eventBufferBytes: config.eventBufferBytes,
+      monotonicMs: () => systemClock.monotonic(),
+      logger,
+    }, openEventTracking);
+  } catch (error) {
+    if (error instanceof TrackingUnavailableError) return fail(error.message, 2);
+    throw error;
+  }
+  // Closed on every way out from here: the subscription reads on a helper thread until then.
+  await using _tracking = tracking;
+  const health = createHealth({ periodMs: config.periodMs, clock: systemClock });
   let server;
   if (config.metricsAddress) {
     try {
@@ -141,7 +163,8 @@ async function main(): Promise<number> {
     conntrack: conntrackVersion,
     backend: deleter.name,
     list_backend: lister.name,
-    dump_frequency_ms: config.dumpFrequencyMs,
+    tracking: tracking.mode,
+    dump_frequency_ms: config.periodMs,
     busy_limit: config.busyLimit,
     renewal_threshold: config.renewalThreshold,
     unreplied_max_age_ms: config.unrepliedMaxAgeMs,
@@ -150,7 +173,14 @@ async function main(): Promise<number> {
     ...(server ? { metrics_address: `${server.addr.hostname}:${server.addr.port}` } : {}),
   });
   const agent = createAgent(
-    { lister, clock: systemClock, logger, deleter, observer, ...(nat ? { nat } : {}) },
+    {
+      lister: tracking.lister,
+      clock: systemClock,
+      logger,
+      deleter,
+      observer,
+      ...(nat ? { nat } : {}),
+    },
     options,
   );
   await agent.run(signal);
@@ -166,6 +196,17 @@ function chooseLister(config: Config, logger: Logger): Lister | BackendUnavailab
   return orUnavailable(() =>
     selectLister(backendOptions(config.listBackend, config, logger), () => openNetlinkLister())
   );
+}
+
+/** What the tracking metrics show; dump mode before the tracking is chosen (and in `scan`). */
+function trackingStatus(tracking: Tracking | undefined) {
+  const counts = tracking?.counts();
+  return {
+    mode: tracking?.mode ?? "dump",
+    eventsReceived: counts?.received.new ?? 0,
+    eventsLost: counts?.lost ?? 0,
+    resyncs: counts?.resyncs ?? 0,
+  } as const;
 }
 
 function backendOptions(backend: Backend, config: Config, logger: Logger): BackendOptions {
@@ -184,7 +225,7 @@ function orUnavailable<T>(select: () => T): T | BackendUnavailableError {
 
 function agentOptions(config: Config) {
   return {
-    periodMs: config.dumpFrequencyMs,
+    periodMs: config.periodMs,
     busyLimit: config.busyLimit,
     renewalThreshold: config.renewalThreshold,
     unrepliedMaxAgeMs: config.unrepliedMaxAgeMs,
@@ -200,8 +241,7 @@ function reassertIgnored(guard: SignalGuard, logger: Logger): void {
   }
 }
 
-async function printVersions(): Promise<number> {
-  const bin = Deno.env.get("CONNTRACK_BIN") || "conntrack";
+async function printVersions(bin: string): Promise<number> {
   let conntrack: string;
   try {
     conntrack = await conntrackVersion(denoSpawn, bin);

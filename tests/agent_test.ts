@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import type { Agent, AgentOptions } from "../lib/loop/agent.ts";
+import type { Agent, AgentDeps, AgentOptions } from "../lib/loop/agent.ts";
 import type { SpawnCommand } from "../lib/seams/spawn.ts";
 import { createAgent } from "../lib/loop/agent.ts";
 import { CLI_DELETE_PIECE, createCliDeleter, createCliLister } from "../lib/table/conntrack_cli.ts";
-import type { NatReader } from "../lib/nat/nat_reader.ts";
+import type { NatReader, NatView } from "../lib/nat/nat_reader.ts";
 import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import type { CycleReport } from "../lib/loop/cycle_report.ts";
 import { FakeClock, FakeConntrack, RecordingLogger, staleFlow } from "./fakes.ts";
@@ -166,20 +166,110 @@ Deno.test("agent in dry run deletes nothing, logs the flow once and reports it",
   assert.deepEqual(reports.at(-1)?.deletions, [{ rule: "age", family: "ipv6" }]);
 });
 
-Deno.test("agent deletes an un-NATed entry at once when the node now translates its destination", async () => {
-  const nat: NatReader = {
-    read: () =>
-      Promise.resolve({
-        size: 1,
-        translates: (flow) => flow.original.dst === "192.0.2.10" && flow.original.dport === 80,
-      }),
+Deno.test("createAgent() without a deleter assesses, and in dry run reports, but never deletes", async () => {
+  const clock = new FakeClock();
+  const ct = new FakeConntrack(clock);
+  const deps = {
+    lister: createCliLister(ct.spawn, "conntrack"),
+    clock,
+    logger: new RecordingLogger(),
   };
-  const { ct, agent, reports } = setup({}, nat);
+  ct.add(staleFlow(40000));
+  const assessor = createAgent(deps, { ...ORIGINAL, unrepliedMaxAgeMs: 1000 });
+  const dryRun = createAgent(deps, { ...ORIGINAL, unrepliedMaxAgeMs: 1000, dryRun: true });
+  for (let i = 0; i < 3; i++) {
+    const scanned = await assessor.cycle(undefined, false);
+    assert.equal(scanned.assessments.length, 1);
+    const { report } = await dryRun.cycle();
+    assert.equal(report.deletions.length, i === 0 ? 0 : 1);
+    clock.advance(1000);
+  }
+  assert.equal(ct.count("-R"), 0);
+  assert.equal(ct.table.length, 1);
+});
+
+/** Never called: the type checker fails the test file if a deleting agent may lack a deleter. */
+function _deletingNeedsADeleter(deps: Omit<AgentDeps, "deleter">, signal: AbortSignal): void {
+  const assessor = createAgent(deps, ORIGINAL);
+  // @ts-expect-error: without a deleter, only a dry run agent runs the loop
+  void assessor.run(signal);
+  // @ts-expect-error: an agent without a deleter must be told not to delete
+  void assessor.cycle(signal);
+  void createAgent(deps, { ...ORIGINAL, dryRun: true }).run(signal);
+}
+
+/** NAT rules translating 192.0.2.10:80 to `endpoint`, and nothing else. */
+function viewTo(endpoint: string): NatView {
+  const [address = "", port = "0"] = endpoint.split(":");
+  return {
+    rulesets: 1,
+    answer: (flow) =>
+      flow.original.dst === "192.0.2.10" && flow.original.dport === 80
+        ? { kind: "dnat", endpoints: [{ address, port: Number(port) }] }
+        : { kind: "none" },
+  };
+}
+
+Deno.test("agent deletes an un-NATed entry at once when the node now translates its destination", async () => {
+  const nat: NatReader = { read: () => Promise.resolve(viewTo("10.244.1.5:8080")) };
+  const { ct, agent, reports, logger } = setup({}, nat);
   ct.add(staleFlow(40000));
   const other = ct.add(staleFlow(40001, { dport: 81 }));
   await agent.cycle();
-  assert.deepEqual(reports[0]?.deletions, [{ rule: "nat", family: "ipv4" }]);
+  assert.deepEqual(reports[0]?.deletions, [{ rule: "nat", reason: "no-dnat", family: "ipv4" }]);
   assert.deepEqual(ct.table, [other]);
+  const line = logger.records.find((r) => r.message === "deleted stale flow");
+  assert.equal(line?.properties?.reason, "no-dnat");
+});
+
+Deno.test("agent deletes an entry pinned to a gone endpoint once rules read after it say so", async () => {
+  let view = viewTo("10.244.1.5:8080");
+  let reads = 0;
+  const nat: NatReader = {
+    read: () => {
+      reads++;
+      return Promise.resolve(view);
+    },
+  };
+  const { ct, agent, reports, logger, clock } = setup({}, nat);
+  const client = staleFlow(40000);
+  const pinned = ct.add({ ...client, reply: { ...client.reply, src: "10.244.1.5", sport: 8080 } });
+  await agent.cycle();
+  clock.advance(1000);
+  // The Service's only endpoint moves; a spaced reader would hand the old view back first.
+  await agent.cycle();
+  assert.deepEqual(ct.table, [pinned]);
+  view = viewTo("10.244.2.9:8080");
+  clock.advance(1000);
+  await agent.cycle();
+  assert.equal(reads, 3);
+  assert.deepEqual(ct.table, []);
+  assert.deepEqual(reports.at(-1)?.deletions, [
+    { rule: "nat", reason: "endpoint-gone", family: "ipv4" },
+  ]);
+  const line = logger.records.find((r) => r.message === "deleted stale flow");
+  assert.equal(line?.properties?.reason, "endpoint-gone");
+  assert.match(
+    String(line?.properties?.why),
+    /10\.244\.1\.5:8080, no longer an endpoint of 192\.0\.2\.10:80/,
+  );
+});
+
+Deno.test("agent does not judge an entry by rules read before it was first seen", async () => {
+  const view = viewTo("10.244.2.9:8080");
+  // The reader hands back one view, read once before the entry appeared (a spaced read).
+  const nat: NatReader = { read: () => Promise.resolve(view) };
+  const { ct, agent, clock } = setup({}, nat);
+  ct.add(staleFlow(40001, { dport: 81 }));
+  await agent.cycle();
+  clock.advance(1000);
+  const client = staleFlow(40000);
+  const fresh = ct.add({ ...client, reply: { ...client.reply, src: "10.244.3.3", sport: 8080 } });
+  for (let i = 0; i < 3; i++) {
+    await agent.cycle();
+    clock.advance(1000);
+  }
+  assert.ok(ct.table.includes(fresh), "an entry newer than the rules was judged by them");
 });
 
 Deno.test("agent does not read NAT rules when there are no candidates", async () => {
@@ -238,7 +328,7 @@ Deno.test("agent.run() stretches the pause after slow cycles to stay under the b
   const starts = timeListings(ct, (n) => durations[n] ?? 100);
   await runUntilSleeps(agent, clock, 4);
   // 800 ms busy at 25% means 2400 ms of pause; 100 ms fits the 1000 ms period.
-  assert.deepEqual(reports.map((r) => r.pauseSeconds), [2.4, 2.4, 1, 1, 1]);
+  assert.deepEqual(reports.map((r) => r.pauseMs), [2400, 2400, 1000, 1000, 1000]);
   assert.deepEqual(starts.slice(1).map((t, i) => t - starts[i]!), [3200, 3200, 1100, 1100]);
   const infos = logger.messages("info");
   assert.equal(infos.filter((m) => m.startsWith("slow cycles")).length, 1);
@@ -258,7 +348,7 @@ Deno.test("agent logs a bounded number of pacing lines while cycle times wander 
   await runUntilSleeps(agent, clock, 299);
   assert.equal(reports.length, 300);
   // Both limits were crossed many times...
-  const stretched = reports.map((r) => r.pauseSeconds > 1);
+  const stretched = reports.map((r) => r.pauseMs > 1000);
   const flips = stretched.filter((s, i) => i > 0 && s !== stretched[i - 1]).length;
   assert.ok(flips > 20, `${flips} flips`);
   // ... and each message came once: the first crossing of each limit.
@@ -296,7 +386,7 @@ Deno.test("agent without a busy limit pauses for the period after any cycle", as
     }) satisfies typeof behave,
   });
   const { report } = await agent.cycle();
-  assert.equal(report.pauseSeconds, 0.1);
+  assert.equal(report.pauseMs, 100);
 });
 
 Deno.test("agent counts a flow printed twice in one listing once", async () => {
@@ -410,7 +500,6 @@ Deno.test("agent warns of a 200 MB line from a real conntrack process and keeps 
     lister: createCliLister(denoSpawn, conntrack),
     clock,
     logger,
-    deleter: createCliDeleter(denoSpawn, conntrack),
     observer: { cycleCompleted: (r) => reports.push(r) },
   }, { ...ORIGINAL, dryRun: true });
   await runUntilSleeps(agent, clock, 2);

@@ -112,7 +112,7 @@ Deno.test("parseInvocation() reads DRY_RUN true, false, 1 and 0", () => {
 
 Deno.test("parseInvocation() uses the documented defaults", () => {
   assert.deepEqual(config([]), {
-    dumpFrequencyMs: 1000,
+    periodMs: 1000,
     renewalThreshold: 3,
     unrepliedMaxAgeMs: 10000,
     busyLimit: 0.2,
@@ -127,6 +127,9 @@ Deno.test("parseInvocation() uses the documented defaults", () => {
     natSource: "auto",
     deleteBackend: "auto",
     listBackend: "auto",
+    tracking: "auto",
+    resyncPeriodMs: 300_000,
+    eventBufferBytes: 8_388_608,
   });
 });
 
@@ -160,9 +163,12 @@ Deno.test("parseInvocation() reads every option from the environment", () => {
       CONNTRACK_CLEANER_NAT_SOURCE: "nftables",
       CONNTRACK_CLEANER_DELETE_BACKEND: "cli",
       CONNTRACK_CLEANER_LIST_BACKEND: "netlink",
+      CONNTRACK_CLEANER_TRACKING: "dump",
+      CONNTRACK_CLEANER_RESYNC_PERIOD: "1m",
+      CONNTRACK_CLEANER_EVENT_BUFFER: "65536",
     }),
     {
-      dumpFrequencyMs: 90_000,
+      periodMs: 90_000,
       renewalThreshold: 0,
       unrepliedMaxAgeMs: 0,
       busyLimit: 0.125,
@@ -177,8 +183,31 @@ Deno.test("parseInvocation() reads every option from the environment", () => {
       natSource: "nftables",
       deleteBackend: "cli",
       listBackend: "netlink",
+      tracking: "dump",
+      resyncPeriodMs: 60_000,
+      eventBufferBytes: 65_536,
     },
   );
+});
+
+Deno.test("parseInvocation() refuses a tracking mode, resync period or event buffer it cannot use", () => {
+  for (
+    const [env, value] of [
+      ["CONNTRACK_CLEANER_TRACKING", "netlink"],
+      ["CONNTRACK_CLEANER_RESYNC_PERIOD", "5s"],
+      ["CONNTRACK_CLEANER_EVENT_BUFFER", "0"],
+      ["CONNTRACK_CLEANER_EVENT_BUFFER", "2GiB"],
+    ] as const
+  ) {
+    assert.throws(
+      () => config([], { [env]: value }),
+      (error: Error) =>
+        error instanceof ConfigError &&
+        error.message.startsWith(`Cannot parse ${env} (`) &&
+        error.message.endsWith(`current value is ${JSON.stringify(value)}`),
+      `${env}=${value}`,
+    );
+  }
 });
 
 Deno.test("parseInvocation() lets a flag beat its environment variable", () => {
@@ -203,7 +232,7 @@ Deno.test("parseInvocation() lets a flag beat its environment variable", () => {
     ],
     env,
   );
-  assert.equal(c.dumpFrequencyMs, 250);
+  assert.equal(c.periodMs, 250);
   assert.equal(c.renewalThreshold, 5);
   assert.equal(c.logLevel, "warning");
   assert.deepEqual(c.metricsAddress, { hostname: "0.0.0.0", port: 9100 });
@@ -273,7 +302,7 @@ Deno.test("parseInvocation() reads the scan subcommand with its own flags", () =
   assert.equal(scan.watch, true);
   assert.equal(scan.config.logLevel, "debug");
   assert.deepEqual(scan.config.ports, [80]);
-  assert.equal(scan.config.dumpFrequencyMs, 5000);
+  assert.equal(scan.config.periodMs, 5000);
 });
 
 Deno.test("parseInvocation() validates the options of scan too", () => {
@@ -319,10 +348,22 @@ Deno.test("parseInvocation() rejects a flag missing its value", () => {
 });
 
 Deno.test("parseInvocation() asks for the version with --version and -V", () => {
-  assert.deepEqual(parse(["--version"]), { kind: "version" });
-  assert.deepEqual(parse(["-V"]), { kind: "version" });
+  const version = { kind: "version", conntrackBin: "conntrack" };
+  assert.deepEqual(parse(["--version"]), version);
+  assert.deepEqual(parse(["-V"]), version);
   // Asking for the version must work even when the environment is broken.
-  assert.deepEqual(parse(["-V"], { CONNECTION_RENEWAL_THRESHOLD: "abc" }), { kind: "version" });
+  assert.deepEqual(parse(["-V"], { CONNECTION_RENEWAL_THRESHOLD: "abc" }), version);
+});
+
+Deno.test("parseInvocation() names for --version the conntrack a run would use", () => {
+  const bin = (args: readonly string[], env: Env = {}) => {
+    const invocation = parse(args, env);
+    return invocation.kind === "version" ? invocation.conntrackBin : invocation.kind;
+  };
+  assert.equal(bin(["--version", "--conntrack", "/opt/ct"]), "/opt/ct");
+  assert.equal(bin(["--version"], { CONNTRACK_BIN: "/usr/sbin/conntrack" }), "/usr/sbin/conntrack");
+  // The flag wins over the variable, as for a run.
+  assert.equal(bin(["-V", "--conntrack", "/opt/ct"], { CONNTRACK_BIN: "/usr/sbin/ct" }), "/opt/ct");
 });
 
 Deno.test("parseInvocation() returns help listing every flag and environment variable", () => {
@@ -369,7 +410,7 @@ Deno.test("parseInvocation() rejects a dump frequency longer than a timer can wa
     /--dump-frequency.*"1000h" \(at most 596h\)/,
   );
   const ok = parseInvocation(["--dump-frequency", "596h"], () => undefined, false);
-  assert.equal(ok.kind === "run" && ok.config.dumpFrequencyMs, 596 * 3600_000);
+  assert.equal(ok.kind === "run" && ok.config.periodMs, 596 * 3600_000);
 });
 
 /** The three list options, each with one valid entry. */

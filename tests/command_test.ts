@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type { SpawnCommand } from "../lib/seams/spawn.ts";
-import { CommandFailedError, runChecked, runToEnd } from "../lib/seams/spawn.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
+import { CommandFailedError, runChecked } from "./support/run_checked.ts";
 import { splitLineBatches } from "../lib/seams/output_lines.ts";
 import { createDenoSpawn, denoSpawn } from "../lib/seams/spawn_deno.ts";
 

@@ -12,7 +12,8 @@ import { parseAllDocuments } from "yaml";
 import { DaemonSet } from "kubernetes-models/apps/v1/DaemonSet";
 import { ServiceAccount } from "kubernetes-models/v1/ServiceAccount";
 import { OPTIONS } from "../lib/operator/command_line.ts";
-import { runChecked, runToEnd } from "../lib/seams/spawn.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
+import { runChecked } from "./support/run_checked.ts";
 import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import { VERSION } from "../lib/version.ts";
 

@@ -22,22 +22,22 @@ class FakeClock implements Clock {
   }
 }
 
-function report(dump: CycleReport["dump"], dumpSeconds = 0.05): CycleReport {
+function report(dump: CycleReport["dump"], dumpMs = 50): CycleReport {
   return {
     wallStart: 0,
-    dumpSeconds,
+    dumpMs,
     dump,
     tracked: 0,
     deletions: [],
     dryRun: false,
     deleteFailures: 0,
     overran: false,
-    pauseSeconds: 1,
+    pauseMs: 1000,
   };
 }
 
-const ok = (dumpSeconds?: number) =>
-  report({ kind: "ok", lines: 10, candidates: 1, unparsable: 0 }, dumpSeconds);
+const ok = (dumpMs?: number) =>
+  report({ kind: "ok", lines: 10, candidates: 1, unparsable: 0 }, dumpMs);
 const failed = (reason = "conntrack exited 1: Operation not permitted") =>
   report({ kind: "failed", reason });
 
@@ -95,12 +95,12 @@ Deno.test("readiness() turns unready when dumps keep failing, and ready again on
   assert.equal(down.ok, false);
   assert.equal(
     down.reason,
-    "last successful dump 6.3s ago, more than 5.0s (6 failed since: conntrack exited 1: " +
+    "last successful dump 6.3s ago, more than 5s (6 failed since: conntrack exited 1: " +
       "Operation not permitted)",
   );
   clock.advance(1050);
   health.cycleCompleted(ok());
-  assert.deepEqual(health.readiness(), { ok: true, reason: "last successful dump 0.0s ago" });
+  assert.deepEqual(health.readiness(), { ok: true, reason: "last successful dump 0s ago" });
 });
 
 Deno.test("readiness() turns unready when the loop stops reporting at all", () => {
@@ -111,13 +111,13 @@ Deno.test("readiness() turns unready when the loop stops reporting at all", () =
   clock.advance(1);
   assert.deepEqual(health.readiness(), {
     ok: false,
-    reason: "last successful dump 5.0s ago, more than 5.0s",
+    reason: "last successful dump 5s ago, more than 5s",
   });
 });
 
 Deno.test("readiness() allows three periods plus the dump's duration for a long period", () => {
   const { health, clock } = setup(60_000);
-  health.cycleCompleted(ok(2));
+  health.cycleCompleted(ok(2000));
   clock.advance(3 * 60_000 + 2_000);
   assert.equal(health.readiness().ok, true);
   clock.advance(1);
@@ -158,7 +158,7 @@ Deno.test("liveness() fails after five minutes without a report, with a one-line
   clock.advance(1);
   assert.deepEqual(health.liveness(), {
     ok: false,
-    reason: "loop has not completed a cycle for 300.0s, more than 300.0s: it looks stuck",
+    reason: "loop has not completed a cycle for 300s, more than 300s: it looks stuck",
   });
   health.cycleCompleted(ok());
   assert.deepEqual(health.liveness(), { ok: true });
@@ -193,7 +193,7 @@ Deno.test("createHealth() rejects a negative period", () => {
 Deno.test("readiness() counts a pause the busy limit stretched as the period", () => {
   const { health, clock } = setup(1000);
   // A 2 s listing on a large table, followed by a 6 s pause: the next dump comes 6 s later.
-  health.cycleCompleted({ ...ok(2), pauseSeconds: 6 });
+  health.cycleCompleted({ ...ok(2000), pauseMs: 6000 });
   clock.advance(7000);
   assert.equal(health.readiness().ok, true);
   // Three stretched pauses plus the listing without a success is stale, as with the period.

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { mulberry32 } from "../bench/random.ts";
-import { formatIPv6 } from "../lib/core/ipv6_text.ts";
+import { formatIPv6 } from "../lib/core/address.ts";
 
 /** Address family number of IPv6 on Linux. */
 const AF_INET6 = 10;

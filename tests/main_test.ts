@@ -71,6 +71,31 @@ Deno.test("main.ts --version prints the agent, Deno and conntrack versions", asy
   assert.match(out.stdout, /\nconntrack \d+\.\d+\.\d+\n$/);
 });
 
+Deno.test("main.ts --version asks the conntrack named by --conntrack or CONNTRACK_BIN", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // The start task may run only a `conntrack` found on PATH: put a fake one first.
+    const fake = `${dir}/conntrack`;
+    await Deno.writeTextFile(fake, "#!/bin/sh\necho 'conntrack v9.8.7 (conntrack-tools)'\n");
+    await Deno.chmod(fake, 0o755);
+    const env = { PATH: `${dir}:${Deno.env.get("PATH") ?? ""}` };
+    const byFlag = await agent(["--version", "--conntrack", fake], env);
+    assert.equal(byFlag.code, 0, byFlag.stderr);
+    assert.match(byFlag.stdout, /\nconntrack 9\.8\.7\n$/);
+    for (
+      const out of [
+        await agent(["--version", "--conntrack", `${dir}/missing`], env),
+        await agent(["--version"], { ...env, CONNTRACK_BIN: `${dir}/missing` }),
+      ]
+    ) {
+      assert.equal(out.code, 0, out.stderr);
+      assert.match(out.stdout, /\nconntrack unavailable \(.*\/missing/);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("main.ts --help names every environment variable", async () => {
   const out = await agent(["--help"]);
   assert.equal(out.code, 0);

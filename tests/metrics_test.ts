@@ -3,6 +3,7 @@ import { createMetrics, DUMP_DURATION_BUCKETS } from "../lib/operator/metrics.ts
 import type { Metrics, ProcessSampler } from "../lib/operator/metrics.ts";
 import type { Family } from "../lib/core/flow.ts";
 import type { CycleReport, DeletionRecord } from "../lib/loop/cycle_report.ts";
+import type { NatReason } from "../lib/core/nat_rule.ts";
 import { RULES } from "../lib/core/verdict.ts";
 import { findSample, parseExposition, sampleValue } from "./exposition.ts";
 import type { MetricFamily } from "./exposition.ts";
@@ -25,28 +26,33 @@ function newMetrics(): Metrics {
 function okCycle(overrides: Partial<CycleReport> = {}): CycleReport {
   return {
     wallStart: WALL_START,
-    dumpSeconds: 0.02,
+    dumpMs: 20,
     dump: { kind: "ok", lines: 120, candidates: 3, unparsable: 0 },
     tracked: 3,
     deletions: [],
     dryRun: false,
     deleteFailures: 0,
     overran: false,
-    pauseSeconds: 1,
+    pauseMs: 1000,
     ...overrides,
   };
 }
 
 function failedCycle(reason = "conntrack exited 1: Operation not permitted"): CycleReport {
-  return okCycle({ dump: { kind: "failed", reason }, dumpSeconds: 0.005 });
+  return okCycle({ dump: { kind: "failed", reason }, dumpMs: 5 });
 }
 
 async function scrape(metrics: Metrics): Promise<ReadonlyMap<string, MetricFamily>> {
   return parseExposition(await metrics.render());
 }
 
-const deletions = (...pairs: readonly (readonly [DeletionRecord["rule"], Family])[]) =>
-  pairs.map(([rule, family]) => ({ rule, family }));
+/** Deletions by rule and family; the nat rule's carry the reason given, or `no-dnat`. */
+const deletions = (
+  ...pairs: readonly (readonly [DeletionRecord["rule"], Family, NatReason?])[]
+): DeletionRecord[] =>
+  pairs.map(([rule, family, reason]) =>
+    rule === "nat" ? { rule, family, reason: reason ?? "no-dnat" } : { rule, family }
+  );
 
 Deno.test("createMetrics() exposes every rule and family at 0 before the first deletion", async () => {
   const families = await scrape(newMetrics());
@@ -89,6 +95,32 @@ Deno.test("cycleCompleted() counts each deletion under its rule and family", asy
     family: "ipv4",
   });
   assert.equal(wouldDelete?.value, 0);
+});
+
+Deno.test("cycleCompleted() counts the nat rule's deletions by which half fired", async () => {
+  const metrics = newMetrics();
+  metrics.cycleCompleted(okCycle({
+    deletions: deletions(["nat", "ipv4", "endpoint-gone"], ["nat", "ipv4"], ["age", "ipv4"]),
+  }));
+  metrics.cycleCompleted(okCycle({
+    dryRun: true,
+    deletions: deletions(["nat", "ipv6", "endpoint-gone"]),
+  }));
+  const text = await metrics.render();
+  assert.match(
+    text,
+    /^conntrack_cleaner_nat_deleted_total\{reason="endpoint-gone",family="ipv4"\} 1$/m,
+  );
+  assert.match(text, /^conntrack_cleaner_nat_deleted_total\{reason="no-dnat",family="ipv4"\} 1$/m);
+  assert.match(text, /^conntrack_cleaner_deleted_total\{rule="nat",family="ipv4"\} 2$/m);
+  assert.match(
+    text,
+    /^conntrack_cleaner_dry_run_nat_would_delete_total\{reason="endpoint-gone",family="ipv6"\} 1$/m,
+  );
+  assert.match(
+    text,
+    /^conntrack_cleaner_nat_deleted_total\{reason="endpoint-gone",family="ipv6"\} 0$/m,
+  );
 });
 
 Deno.test("cycleCompleted() in dry run counts would-be deletions, not deletions", async () => {
@@ -162,9 +194,9 @@ Deno.test("cycleCompleted() raises cycle_overrun for an overrun and lowers it af
 
 Deno.test("cycleCompleted() puts dump durations in the histogram buckets", async () => {
   const metrics = newMetrics();
-  metrics.cycleCompleted(okCycle({ dumpSeconds: 0.02 }));
-  metrics.cycleCompleted(okCycle({ dumpSeconds: 3 }));
-  metrics.cycleCompleted({ ...failedCycle(), dumpSeconds: 30 });
+  metrics.cycleCompleted(okCycle({ dumpMs: 20 }));
+  metrics.cycleCompleted(okCycle({ dumpMs: 3000 }));
+  metrics.cycleCompleted({ ...failedCycle(), dumpMs: 30_000 });
   const families = await scrape(metrics);
   const name = "conntrack_cleaner_dump_duration_seconds";
   const bucket = (le: string) => sampleValue(families, `${name}_bucket`, { le });
@@ -184,7 +216,7 @@ Deno.test("cycleCompleted() puts dump durations in the histogram buckets", async
 Deno.test("cycleCompleted() does not throw on a report with nonsense figures", async () => {
   const metrics = newMetrics();
   metrics.cycleCompleted(okCycle({
-    dumpSeconds: NaN,
+    dumpMs: NaN,
     dump: { kind: "ok", lines: -1, candidates: Infinity, unparsable: -5 },
     deleteFailures: -2,
   }));
@@ -286,11 +318,11 @@ Deno.test("render() matches the golden /metrics text after a fixed series of cyc
   metrics.cycleCompleted(okCycle({ deletions: deletions(["age", "ipv4"], ["nat", "ipv6"]) }));
   metrics.cycleCompleted({ ...failedCycle(), overran: true, deleteFailures: 1 });
   metrics.cycleCompleted(okCycle({
-    dumpSeconds: 1.2,
+    dumpMs: 1200,
     dump: { kind: "ok", lines: 4000, candidates: 12, unparsable: 1 },
     tracked: 12,
     deletions: deletions(["renewal", "ipv6"]),
-    pauseSeconds: 3.6,
+    pauseMs: 3600,
   }));
   metrics.natSourceRead({ source: "iptables", family: "ipv4", outcome: "ok" });
   metrics.natSourceRead({ source: "iptables", family: "ipv6", outcome: "failed" });

@@ -1,19 +1,21 @@
 import assert from "node:assert/strict";
 import { SpawnError } from "../lib/seams/spawn.ts";
 import type { SpawnCommand } from "../lib/seams/spawn.ts";
-import type { NatSource } from "../lib/operator/config.ts";
+import type { NatSource } from "../lib/nat/nat_source.ts";
 import type { Family } from "../lib/core/flow.ts";
 import type { Logger, LogProperties } from "../lib/seams/logger.ts";
 import type { NatReader } from "../lib/nat/nat_reader.ts";
-import { createNatReader, createNatView, spaceNatReads } from "../lib/nat/nat_reader.ts";
+import { createNatReader, spaceNatReads } from "../lib/nat/nat_reader.ts";
+import { createNatView } from "../lib/nat/nat_view.ts";
+import type { NatPathVerdict, NatRuleset } from "../lib/nat/nat_path.ts";
 import { FakeClock, hangingSpawn } from "./fakes.ts";
 
 const fixture = (name: string) =>
   Deno.readTextFileSync(new URL(`./fixtures/${name}`, import.meta.url));
 const IPT_V4 = fixture("nat-iptables-save-v4.txt");
 const IPT_V6 = fixture("nat-iptables-save-v6.txt");
-const NFT_IP = fixture("nat-nft-service-ips-ip.json");
-const NFT_IP6 = fixture("nat-nft-service-ips-ip6.json");
+const NFT_IP = fixture("nat-nft-kube-proxy-ip.json");
+const NFT_IP6 = fixture("nat-nft-kube-proxy-ip6.json");
 const NFT_MISSING = fixture("nat-nft-missing-table-stderr.txt");
 
 function flow(family: Family, dst: string, dport: number) {
@@ -58,8 +60,8 @@ function fakeSpawn(programs: Record<string, Behaviour>) {
 
 const IPTABLES = "iptables-save -t nat";
 const IP6TABLES = "ip6tables-save -t nat";
-const NFT = "nft -j list map ip kube-proxy service-ips";
-const NFT6 = "nft -j list map ip6 kube-proxy service-ips";
+const NFT = "nft -j list table ip kube-proxy";
+const NFT6 = "nft -j list table ip6 kube-proxy";
 
 const everything = (): Record<string, Behaviour> => ({
   [IPTABLES]: { stdout: IPT_V4 },
@@ -89,35 +91,92 @@ function recordingLogger() {
   return { logger, records, count };
 }
 
-function reader(source: NatSource, programs: Record<string, Behaviour>) {
+function reader(
+  source: NatSource,
+  programs: Record<string, Behaviour>,
+  nodeAddresses: () => ReadonlySet<string> = () => new Set(),
+) {
   const fake = fakeSpawn(programs);
   const log = recordingLogger();
-  return { nat: createNatReader({ source, spawn: fake.spawn, logger: log.logger }), fake, log };
+  const nat = createNatReader({ source, spawn: fake.spawn, logger: log.logger, nodeAddresses });
+  return { nat, fake, log };
 }
 
-Deno.test("createNatView() matches an IPv6 destination written another way", () => {
-  const view = createNatView([{ family: "ipv6", address: "2001:DB8:0:0::0:A", port: 80 }]);
-  assert.equal(view.translates(flow("ipv6", "2001:db8::a", 80)), true);
-  assert.equal(view.translates(flow("ipv6", "2001:db8::b", 80)), false);
-  assert.equal(view.translates(flow("ipv6", "2001:db8::a", 81)), false);
-});
+/** Whether a view (or no view) translates the flow's first packet. */
+function translates(
+  view: { answer: (f: ReturnType<typeof flow>) => NatPathVerdict } | undefined,
+  f: ReturnType<typeof flow>,
+): boolean {
+  return view?.answer(f).kind === "dnat";
+}
 
-Deno.test("createNatView() matches an IPv4-mapped IPv6 destination only as IPv6", () => {
-  const view = createNatView([{ family: "ipv6", address: "::ffff:192.0.2.10", port: 80 }]);
-  assert.equal(view.translates(flow("ipv6", "::ffff:c000:20a", 80)), true);
-  assert.equal(view.translates(flow("ipv4", "192.0.2.10", 80)), false);
-});
+/** A ruleset that gives one answer to every packet, and counts the questions. */
+function fixed(verdict: NatPathVerdict): NatRuleset & { asked: number } {
+  const ruleset = {
+    asked: 0,
+    evaluate: () => {
+      ruleset.asked++;
+      return verdict;
+    },
+  };
+  return ruleset;
+}
 
-Deno.test("createNatView() counts distinct destinations and drops garbled addresses", () => {
+const DNAT_A: NatPathVerdict = { kind: "dnat", endpoints: [{ address: "203.0.113.5", port: 80 }] };
+const DNAT_B: NatPathVerdict = { kind: "dnat", endpoints: [{ address: "203.0.113.6", port: 80 }] };
+const NODE = { localAddresses: new Set<string>() };
+
+Deno.test("createNatView() asks only the rulesets of the flow's family", () => {
+  const v4 = fixed(DNAT_A);
+  const v6 = fixed({ kind: "none" });
   const view = createNatView([
-    { family: "ipv4", address: "192.0.2.10", port: 80 },
-    { family: "ipv4", address: "192.0.2.10", port: 80 },
-    { family: "ipv4", address: "192.0.2.10", port: 443 },
-    { family: "ipv4", address: "192.0.2.300", port: 80 },
-    { family: "ipv6", address: "2001:db8::1::2", port: 80 },
-  ]);
-  assert.equal(view.size, 2);
-  assert.equal(view.translates(flow("ipv4", "192.0.2.10", 443)), true);
+    { name: "a", family: "ipv4", ruleset: v4 },
+    { name: "b", family: "ipv6", ruleset: v6 },
+  ], NODE);
+  assert.deepEqual(view.answer(flow("ipv4", "192.0.2.10", 80)), DNAT_A);
+  assert.deepEqual(view.answer(flow("ipv6", "2001:db8::a", 80)), { kind: "none" });
+  assert.equal(v4.asked, 1);
+  assert.equal(v6.asked, 1);
+});
+
+Deno.test("createNatView() unites the endpoints of every source that translates", () => {
+  const view = createNatView([
+    { name: "iptables-save", family: "ipv4", ruleset: fixed(DNAT_A) },
+    { name: "nft", family: "ipv4", ruleset: fixed({ kind: "none" }) },
+    { name: "iptables-legacy-save", family: "ipv4", ruleset: fixed(DNAT_B) },
+  ], NODE);
+  const answer = view.answer(flow("ipv4", "192.0.2.10", 80));
+  assert.equal(answer.kind, "dnat");
+  assert.deepEqual(
+    answer.kind === "dnat" ? answer.endpoints.map((e) => e.address) : [],
+    ["203.0.113.5", "203.0.113.6"],
+  );
+});
+
+Deno.test("createNatView() answers unknown when any source cannot tell, and says which", () => {
+  const told: string[] = [];
+  const view = createNatView(
+    [
+      { name: "iptables-save", family: "ipv4", ruleset: fixed(DNAT_A) },
+      {
+        name: "nft",
+        family: "ipv4",
+        ruleset: fixed({ kind: "unknown", rule: "-A X -i eth0 -j Y" }),
+      },
+    ],
+    NODE,
+    (rule, source) => told.push(`${source}: ${rule}`),
+  );
+  assert.deepEqual(view.answer(flow("ipv4", "192.0.2.10", 80)), {
+    kind: "unknown",
+    rule: "-A X -i eth0 -j Y",
+  });
+  assert.deepEqual(told, ["nft: -A X -i eth0 -j Y"]);
+});
+
+Deno.test("createNatView() answers none for a family without rules", () => {
+  const view = createNatView([{ name: "a", family: "ipv4", ruleset: fixed(DNAT_A) }], NODE);
+  assert.deepEqual(view.answer(flow("ipv6", "2001:db8::a", 80)), { kind: "none" });
 });
 
 Deno.test("createNatReader() with source off reads nothing and gives no view", async () => {
@@ -131,25 +190,25 @@ Deno.test("createNatReader() with source iptables runs iptables-save and ip6tabl
   const { nat, fake } = reader("iptables", everything());
   const view = await nat.read();
   assert.deepEqual(fake.calls.toSorted(), [IP6TABLES, IPTABLES]);
-  assert.equal(view?.translates(ONLY_IPTABLES_V4), true);
-  assert.equal(view?.translates(ONLY_IPTABLES_V6), true);
-  assert.equal(view?.translates(ONLY_NFT_V4), false);
+  assert.equal(translates(view, ONLY_IPTABLES_V4), true);
+  assert.equal(translates(view, ONLY_IPTABLES_V6), true);
+  assert.equal(translates(view, ONLY_NFT_V4), false);
 });
 
-Deno.test("createNatReader() with source nftables reads both kube-proxy service-ips maps", async () => {
+Deno.test("createNatReader() with source nftables reads both kube-proxy tables whole", async () => {
   const { nat, fake } = reader("nftables", everything());
   const view = await nat.read();
   assert.deepEqual(fake.calls.toSorted(), [NFT, NFT6]);
-  assert.equal(view?.translates(ONLY_NFT_V4), true);
-  assert.equal(view?.translates(ONLY_NFT_V6), true);
-  assert.equal(view?.translates(ONLY_IPTABLES_V4), false);
+  assert.equal(translates(view, ONLY_NFT_V4), true);
+  assert.equal(translates(view, ONLY_NFT_V6), true);
+  assert.equal(translates(view, ONLY_IPTABLES_V4), false);
 });
 
 Deno.test("createNatReader() with source auto unites every source the node has", async () => {
   const { nat, log } = reader("auto", everything());
   const view = await nat.read();
   for (const f of [ONLY_IPTABLES_V4, ONLY_IPTABLES_V6, ONLY_NFT_V4, ONLY_NFT_V6]) {
-    assert.equal(view?.translates(f), true, f.original.dst);
+    assert.equal(translates(view, f), true, f.original.dst);
   }
   assert.equal(log.count("warn"), 0);
 });
@@ -160,7 +219,7 @@ Deno.test("createNatReader() in auto quietly skips tools the node lacks", async 
   delete programs[IP6TABLES];
   const { nat, log } = reader("auto", programs);
   const view = await nat.read();
-  assert.equal(view?.translates(ONLY_NFT_V4), true);
+  assert.equal(translates(view, ONLY_NFT_V4), true);
   assert.equal(log.count("warn"), 0);
 });
 
@@ -169,7 +228,7 @@ Deno.test("createNatReader() takes a missing ip6 kube-proxy table as no rules, n
   programs[NFT6] = { stdout: "", code: 1, stderr: NFT_MISSING };
   const { nat, log } = reader("nftables", programs);
   const view = await nat.read();
-  assert.equal(view?.translates(ONLY_NFT_V4), true);
+  assert.equal(translates(view, ONLY_NFT_V4), true);
   assert.equal(log.count("warn"), 0);
 });
 
@@ -204,8 +263,8 @@ Deno.test("createNatReader() logs a failing tool once, retries it, and logs its 
   programs[IPTABLES] = { stdout: IPT_V4 };
   programs[IP6TABLES] = { stdout: IPT_V6 };
   const view = await nat.read();
-  assert.equal(view?.translates(ONLY_IPTABLES_V4), true);
-  assert.equal(view?.translates(ONLY_IPTABLES_V6), true);
+  assert.equal(translates(view, ONLY_IPTABLES_V4), true);
+  assert.equal(translates(view, ONLY_IPTABLES_V6), true);
   const infos = log.count("info");
   assert.ok(infos > 0, "recovery is logged");
   await nat.read();
@@ -218,8 +277,8 @@ Deno.test("createNatReader() keeps the sources that work when one fails", async 
   programs[IP6TABLES] = { stdout: "", code: 1, stderr: "can't initialize ip6tables table `nat'\n" };
   const { nat, log } = reader("iptables", programs);
   const view = await nat.read();
-  assert.equal(view?.translates(ONLY_IPTABLES_V4), true);
-  assert.equal(view?.translates(ONLY_IPTABLES_V6), false);
+  assert.equal(translates(view, ONLY_IPTABLES_V4), true);
+  assert.equal(translates(view, ONLY_IPTABLES_V6), false);
   assert.equal(log.count("warn"), 1);
   await nat.read();
   assert.equal(log.count("warn"), 1);
@@ -260,7 +319,7 @@ Deno.test("spaceNatReads() reuses a slow source's view until four times its cost
     read: () => {
       reads++;
       clock.advance(5000); // an iptables-save of ~10,000 Services
-      return Promise.resolve(createNatView([]));
+      return Promise.resolve(createNatView([], NODE));
     },
   };
   const spaced = spaceNatReads(slow, clock);
@@ -309,8 +368,8 @@ Deno.test("createNatReader() also reads legacy iptables rules when iptables-nft 
   });
   const first = await nat.read();
   await nat.read();
-  assert.equal(first?.translates(ONLY_IPTABLES_V4), true);
-  assert.equal(first?.translates(ONLY_IPTABLES_V6), true);
+  assert.equal(translates(first, ONLY_IPTABLES_V4), true);
+  assert.equal(translates(first, ONLY_IPTABLES_V6), true);
   // Only the family that reported legacy tables: reading another would make the kernel load
   // legacy iptables for it.
   assert.equal(fake.calls.filter((c) => c === IPTABLES_LEGACY).length, 2);
@@ -331,7 +390,7 @@ Deno.test("createNatReader() reads legacy ip6tables rules on ip6tables-nft's own
     [IP6TABLES_LEGACY]: { stdout: IPT_V6 },
   });
   const view = await nat.read();
-  assert.equal(view?.translates(ONLY_IPTABLES_V6), true);
+  assert.equal(translates(view, ONLY_IPTABLES_V6), true);
   assert.ok(!fake.calls.includes(IPTABLES_LEGACY));
 });
 
@@ -349,7 +408,7 @@ Deno.test("createNatReader() warns once when legacy rules exist but cannot be re
   const first = await nat.read();
   await nat.read();
   // The rules iptables-nft did print still count.
-  assert.equal(first?.translates(ONLY_IPTABLES_V4), true);
+  assert.equal(translates(first, ONLY_IPTABLES_V4), true);
   const warnings = log.records.filter((r) => r.level === "warn");
   assert.equal(warnings.length, 1);
   assert.match(
@@ -370,4 +429,65 @@ Deno.test("createNatReader() kills a source that hangs and counts it as failed",
   assert.equal(await nat.read(), undefined);
   const failure = log.records.find((r) => r.message.startsWith("Cannot read NAT rules"));
   assert.match(String(failure?.properties?.reason), /did not finish within 0.05 s; killed/);
+});
+
+/** A dump whose one DNAT is for the node's own addresses (a NodePort). */
+const NODEPORT_ONLY = [
+  "*nat",
+  ":PREROUTING ACCEPT [0:0]",
+  "-A PREROUTING -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 30080 -j DNAT --to-destination 203.0.113.5:8080",
+  "COMMIT",
+  "",
+].join("\n");
+
+Deno.test("createNatReader() reads the node's addresses on every read, as what LOCAL means", async () => {
+  let addresses = new Set<string>();
+  let reads = 0;
+  const { nat } = reader("iptables", { [IPTABLES]: { stdout: NODEPORT_ONLY } }, () => {
+    reads++;
+    return addresses;
+  });
+  const toNode = flow("ipv4", "192.0.2.1", 30080);
+  assert.equal(translates(await nat.read(), toNode), false);
+  addresses = new Set(["192.0.2.1", "2001:db8::1"]);
+  assert.equal(translates(await nat.read(), toNode), true);
+  assert.equal(reads, 2);
+});
+
+Deno.test("createNatReader() warns once when the node's addresses cannot be read, and goes on", async () => {
+  let failing = true;
+  const { nat, log } = reader("iptables", {
+    [IPTABLES]: { stdout: IPT_V4 },
+    [IP6TABLES]: { stdout: IPT_V6 },
+  }, () => {
+    if (failing) throw new Error('Requires sys access to "networkInterfaces"');
+    return new Set();
+  });
+  assert.equal(translates(await nat.read(), ONLY_IPTABLES_V4), true);
+  await nat.read();
+  const warnings = log.records.filter((r) => r.level === "warn");
+  assert.equal(warnings.length, 1);
+  assert.match(String(warnings[0]?.properties?.reason), /networkInterfaces/);
+  failing = false;
+  await nat.read();
+  assert.equal(log.records.filter((r) => r.level === "warn").length, 1);
+});
+
+Deno.test("createNatReader() logs each rule it cannot evaluate once, at debug, with its text", async () => {
+  const rule = "-A PREROUTING -i eth7 -d 192.0.2.10/32 -p tcp -m tcp --dport 80 " +
+    "-j DNAT --to-destination 203.0.113.5:8080";
+  const { nat, log } = reader("iptables", {
+    [IPTABLES]: { stdout: `*nat\n:PREROUTING ACCEPT [0:0]\n${rule}\nCOMMIT\n` },
+  });
+  const vip = flow("ipv4", "192.0.2.10", 80);
+  for (let i = 0; i < 2; i++) {
+    const view = await nat.read();
+    assert.equal(view?.answer(vip).kind, "unknown");
+    view?.answer({ ...vip, original: { ...vip.original, sport: 40001 } });
+  }
+  const logged = log.records.filter((r) => r.message.includes("cannot evaluate"));
+  assert.equal(logged.length, 1);
+  assert.equal(logged[0]?.level, "debug");
+  assert.match(String(logged[0]?.properties?.rule), /-i eth7/);
+  assert.equal(logged[0]?.properties?.command, IPTABLES);
 });

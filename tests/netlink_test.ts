@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { runToEnd } from "../lib/seams/spawn.ts";
+import { addressBytes } from "../lib/core/address.ts";
 import {
-  addressBytes,
   DEFAULT_LIBRARY_PATHS,
   openNetlinkDeleter,
   portBytes,

@@ -29,7 +29,9 @@ Deno.test("README's configuration table lists every option with its variable and
 });
 
 Deno.test("README documents every metric the agent exposes", async () => {
-  const metrics = createMetrics({ version: "0.0.0", denoVersion: Deno.version.deno });
+  const metrics = createMetrics({ version: "0.0.0", denoVersion: Deno.version.deno }, {
+    tracking: () => ({ mode: "events", eventsReceived: 0, eventsLost: 0, resyncs: 0 }),
+  });
   const text = await metrics.render();
   const names = new Set(
     [...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!),

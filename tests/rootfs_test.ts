@@ -14,7 +14,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { runChecked, runToEnd } from "../lib/seams/spawn.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
+import { runChecked } from "./support/run_checked.ts";
 import type { CommandOutput } from "../lib/seams/spawn.ts";
 import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import { startTaskArgv } from "./e2e/testbed.ts";

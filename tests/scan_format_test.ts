@@ -124,6 +124,7 @@ Deno.test("formatScanJson() writes one line with stable snake_case fields", () =
     "renewals",
     "verdict",
     "rule",
+    "reason",
     "why",
   ]);
   assert.deepEqual(parsed, {
@@ -144,6 +145,7 @@ Deno.test("formatScanJson() writes one line with stable snake_case fields", () =
     renewals: 1,
     verdict: "keep",
     rule: null,
+    reason: null,
     why: "counting down (1 renewal, threshold 3)",
   });
 });
@@ -163,4 +165,21 @@ Deno.test("formatScanJson() adds the rule on delete and the zones, delta-time an
   assert.equal(parsed.age_s, 12);
   assert.equal(parsed.age_source, "kernel");
   assert.equal(parsed.id, 2499451965);
+  assert.equal(parsed.reason, null);
+});
+
+Deno.test("formatScanJson() names which half of the nat rule fired", () => {
+  const base = ASSESSMENTS[0] as Assessment;
+  const parsed = JSON.parse(formatScanJson({
+    ...base,
+    verdict: {
+      ...base.verdict,
+      kind: "delete",
+      rule: "nat",
+      reason: "endpoint-gone",
+      why: "translated to 10.0.0.7:8080, no longer an endpoint of 192.0.2.10:80 (now 10.0.0.8:8080)",
+    },
+  }, { time: "2025-05-01T12:00:02.000Z" }));
+  assert.equal(parsed.rule, "nat");
+  assert.equal(parsed.reason, "endpoint-gone");
 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { type Candidate, type Flow, flowKey } from "../lib/core/flow.ts";
 import { type DumpWindow, expiryWindow, Tracker } from "../lib/core/tracker.ts";
 import type { Assessment } from "../lib/core/verdict.ts";
+import type { NatRules } from "../lib/core/nat_rule.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -403,29 +404,139 @@ Deno.test("Tracker.assess() never deletes by age when the maximum age is 0", () 
 // ---------------------------------------------------------------------------------------------
 // NAT rule and rule order
 
+/** NAT rules that translate `192.0.2.10` (and nothing else) to `endpoints`, read at `readStartedAt`. */
+function natTo(endpoints: readonly string[], readStartedAt = 0): NatRules {
+  return {
+    readStartedAt,
+    answer: (flow) => {
+      if (flow.original.dst === "2001:db8:100::10") {
+        return { kind: "dnat", endpoints: [{ address: "2001:db8:a::5", port: 8443 }] };
+      }
+      if (flow.original.dst !== "192.0.2.10") return { kind: "none" };
+      return {
+        kind: "dnat",
+        endpoints: endpoints.map((e) => ({
+          address: e.split(":")[0]!,
+          port: Number(e.split(":")[1]),
+        })),
+      };
+    },
+  };
+}
+
+/** CLIENT's flow as translated to `endpoint` (`address:port`). */
+function natedTo(endpoint: string, sport = 40001): Flow {
+  const [address = "", port = "0"] = endpoint.split(":");
+  return {
+    ...CLIENT,
+    original: { ...CLIENT.original, sport },
+    reply: { src: address, dst: CLIENT.original.src, sport: Number(port), dport: sport },
+  };
+}
+
+function ruled(a: Assessment): string {
+  return a.verdict.kind === "delete"
+    ? `${a.verdict.rule} ${a.verdict.reason ?? ""}`.trim()
+    : "keep";
+}
+
 Deno.test("Tracker.assess() deletes an un-NATed flow whose destination the node translates", () => {
   const tracker = new Tracker({ renewalThreshold: 3, unrepliedMaxAgeMs: 10_000 });
-  const natedFlow: Flow = {
-    ...CLIENT,
-    original: { ...CLIENT.original, sport: 40001 },
-    reply: { src: "10.244.1.5", dst: "198.51.100.2", sport: 8080, dport: 40001 },
-  };
-  const translatesVip = (flow: Flow) => flow.original.dst === "192.0.2.10";
+  const stranger = flowOf("198.51.100.2", 40002, "192.0.2.99", 80);
   const assessments = tracker.assess(
-    [candidateOf(CLIENT, 119), candidateOf(natedFlow, 119), candidateOf(CLIENT6, 119)],
+    [candidateOf(CLIENT, 119), candidateOf(CLIENT6, 119), candidateOf(stranger, 119)],
     { start: 0, end: 10 },
-    translatesVip,
+    natTo(["10.244.1.5:8080"]),
   );
-  assert.deepEqual(
-    assessments.map((a) => a.verdict.kind === "delete" ? a.verdict.rule : "keep"),
-    ["nat", "keep", "keep"],
-  );
+  assert.deepEqual(assessments.map(ruled), ["nat no-dnat", "nat no-dnat", "keep"]);
   assert.equal(assessments[0]?.verdict.why, "no NAT while the node now translates 192.0.2.10:80");
-  const v6 = only(tracker.assess([candidateOf(CLIENT6, 118)], { start: 10, end: 20 }, () => true));
-  assert.equal(v6.verdict.why, "no NAT while the node now translates [2001:db8:100::10]:443");
-  // Without a test, the rule is off.
+  assert.equal(
+    assessments[1]?.verdict.why,
+    "no NAT while the node now translates [2001:db8:100::10]:443",
+  );
+  // Without the rules, the rule is off.
   const off = only(tracker.assess([candidateOf(CLIENT, 119)], { start: 20, end: 30 }));
   assert.equal(off.verdict.kind, "keep");
+});
+
+Deno.test("Tracker.assess() deletes a flow translated to an endpoint the rules no longer choose", () => {
+  const tracker = new Tracker({ renewalThreshold: 3, unrepliedMaxAgeMs: 0 });
+  const gone = candidateOf(natedTo("10.244.1.5:8080"), 119);
+  const current = candidateOf(natedTo("10.244.2.9:8080", 40002), 119);
+  const otherPort = candidateOf(natedTo("10.244.2.9:9090", 40003), 119);
+  tracker.assess([gone, current, otherPort], { start: 0, end: 10 });
+  const later = tracker.assess(
+    [gone, current, otherPort],
+    { start: 1000, end: 1010 },
+    natTo(["10.244.2.9:8080"], 500),
+  );
+  assert.deepEqual(later.map(ruled), ["nat endpoint-gone", "keep", "nat endpoint-gone"]);
+  assert.equal(
+    later[0]?.verdict.why,
+    "translated to 10.244.1.5:8080, no longer an endpoint of 192.0.2.10:80 (now 10.244.2.9:8080)",
+  );
+});
+
+Deno.test("Tracker.assess() judges a translated flow only by rules read after it was first seen", () => {
+  const tracker = new Tracker({ renewalThreshold: 3, unrepliedMaxAgeMs: 0 });
+  // An endpoint added after the rules were read: the entry may be translated to it.
+  const fresh = candidateOf(natedTo("10.244.3.3:8080"), 119);
+  const first = only(
+    tracker.assess([fresh], { start: 1000, end: 1010 }, natTo(["10.244.2.9:8080"], 900)),
+  );
+  assert.equal(first.verdict.kind, "keep");
+  const stillOld = only(
+    tracker.assess([fresh], { start: 2000, end: 2010 }, natTo(["10.244.2.9:8080"], 900)),
+  );
+  assert.equal(stillOld.verdict.kind, "keep");
+  const reread = only(
+    tracker.assess([fresh], { start: 3000, end: 3010 }, natTo(["10.244.2.9:8080"], 2500)),
+  );
+  assert.equal(ruled(reread), "nat endpoint-gone");
+});
+
+Deno.test("Tracker.assess() keeps a translated flow the rules do not translate, cannot judge, or only SNAT", () => {
+  const tracker = new Tracker({ renewalThreshold: 3, unrepliedMaxAgeMs: 0 });
+  const toStranger: Flow = {
+    ...natedTo("10.9.9.9:80"),
+    original: { ...CLIENT.original, dst: "192.0.2.99", sport: 40005 },
+  };
+  const snatOnly: Flow = { ...CLIENT, reply: { ...CLIENT.reply, dst: "10.0.0.1" } };
+  const pinned = candidateOf(natedTo("10.244.1.5:8080"), 119);
+  const all = [candidateOf(toStranger, 119), candidateOf(snatOnly, 119), pinned];
+  tracker.assess(all, { start: 0, end: 10 });
+  const later = tracker.assess(all, { start: 1000, end: 1010 }, natTo(["10.244.2.9:8080"], 500));
+  assert.deepEqual(later.map(ruled), ["keep", "keep", "nat endpoint-gone"]);
+  const unknown: NatRules = {
+    readStartedAt: 500,
+    answer: () => ({ kind: "unknown", rule: "-i x" }),
+  };
+  const cannotTell = tracker.assess(all.slice(0, 2), { start: 2000, end: 2010 }, unknown);
+  assert.deepEqual(cannotTell.map(ruled), ["keep", "keep"]);
+  const unNATed = only(
+    tracker.assess([candidateOf(CLIENT, 119)], { start: 3000, end: 3010 }, unknown),
+  );
+  assert.equal(unNATed.verdict.kind, "keep");
+});
+
+Deno.test("Tracker.assess() takes an IPv6 endpoint written another way as the same", () => {
+  const tracker = new Tracker({ renewalThreshold: 3, unrepliedMaxAgeMs: 0 });
+  const flow: Flow = {
+    ...CLIENT6,
+    reply: {
+      src: "2001:db8:a::5",
+      dst: CLIENT6.original.src,
+      sport: 8443,
+      dport: CLIENT6.original.sport,
+    },
+  };
+  const spelled: NatRules = {
+    readStartedAt: 500,
+    answer: () => ({ kind: "dnat", endpoints: [{ address: "2001:DB8:A:0::5", port: 8443 }] }),
+  };
+  tracker.assess([candidateOf(flow, 119)], { start: 0, end: 10 });
+  const later = only(tracker.assess([candidateOf(flow, 119)], { start: 1000, end: 1010 }, spelled));
+  assert.equal(later.verdict.kind, "keep");
 });
 
 Deno.test("Tracker.assess() reports the first rule in RULES order when several fire", () => {
@@ -441,7 +552,7 @@ Deno.test("Tracker.assess() reports the first rule in RULES order when several f
     tracker.assess(
       [candidateOf(CLIENT, 119, { deltaTime: 32 })],
       { start: 2030, end: 2040 },
-      () => true,
+      natTo(["10.244.1.5:8080"]),
     ),
   );
   assert.ok(all.verdict.kind === "delete");

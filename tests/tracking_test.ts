@@ -81,3 +81,17 @@ Deno.test("selectTracking() dumps without subscribing when asked to", () => {
   assert.equal(tracking.mode, "dump");
   assert.deepEqual(logger.messages(), ["tracking candidates by a dump every period"]);
 });
+
+Deno.test("selectTracking() keeps to dumps under auto when the table is listed by a program", () => {
+  const logger = new RecordingLogger();
+  const tracking = selectTracking({
+    choice: "auto",
+    dump: { ...dump, name: "cli" },
+    destinations: [],
+    resyncPeriodMs: 300_000,
+    monotonicMs: () => 0,
+    logger,
+  }, mustNotOpen);
+  assert.equal(tracking.mode, "dump");
+  assert.match(String(logger.records[0]?.properties["reason"]), /listed by the cli backend/);
+});

@@ -1,19 +1,23 @@
 /**
- * IP addresses and CIDR blocks for the destination filters.
+ * CIDR blocks for the destination filters, and whether an address lies in one.
  *
- * Addresses are handled as integers (32-bit for IPv4, 128-bit for IPv6) so that a containment
- * test is one XOR and one shift. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are treated as the
+ * Addresses (parsed in `address.ts`) are handled as integers (32-bit for IPv4, 128-bit for
+ * IPv6) so that a containment test is one XOR and one shift. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are treated as the
  * IPv4 address they carry when compared with a block of the other family, so a filter written
  * either way matches either way of printing the address.
  *
  * @module
  */
-import type { Family } from "./flow.ts";
+import { type Address, type AddressFamily, parseAddress, tryParseAddress } from "./address.ts";
+
+// The address parser is re-exported because a block and the addresses it holds are read alike,
+// and the NAT view and the command line read both; it is defined once, in address.ts.
+export { type Address, parseAddress };
 
 /** A parsed CIDR block. IPv4-mapped IPv6 blocks (`::ffff:a.b.c.d/n`) are kept as IPv6. */
 export interface Cidr {
   /** Address family. */
-  readonly family: Family;
+  readonly family: AddressFamily;
   /** The block as the user wrote it, for messages. */
   readonly text: string;
   /** Network address as a 32- or 128-bit integer, host bits cleared. */
@@ -22,101 +26,10 @@ export interface Cidr {
   readonly prefix: number;
 }
 
-/** A parsed IP address. */
-export interface Address {
-  /** Address family; an IPv4-mapped IPv6 address is `ipv6`. */
-  readonly family: Family;
-  /** The address as a 32-bit (IPv4) or 128-bit (IPv6) integer. */
-  readonly value: bigint;
-}
-
-const BITS: Readonly<Record<Family, number>> = { ipv4: 32, ipv6: 128 };
+const BITS: Readonly<Record<AddressFamily, number>> = { ipv4: 32, ipv6: 128 };
 
 /** `::ffff:0:0/96`, the prefix of IPv4-mapped IPv6 addresses. */
 const MAPPED_PREFIX = 0xffffn << 32n;
-
-function parseIpv4Number(text: string): number | undefined {
-  const octets = text.split(".");
-  if (octets.length !== 4) return undefined;
-  let value = 0;
-  for (const octet of octets) {
-    // Leading zeros are refused because some tools read them as octal.
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(octet)) return undefined;
-    const n = Number(octet);
-    if (n > 255) return undefined;
-    value = value * 256 + n;
-  }
-  return value;
-}
-
-function parseHextets(groups: readonly string[], allowIpv4Tail: boolean): number[] | undefined {
-  const out: number[] = [];
-  for (const [index, group] of groups.entries()) {
-    if (allowIpv4Tail && index === groups.length - 1 && group.includes(".")) {
-      const v4 = parseIpv4Number(group);
-      if (v4 === undefined) return undefined;
-      out.push(Math.floor(v4 / 65536), v4 % 65536);
-    } else if (/^[0-9a-fA-F]{1,4}$/.test(group)) {
-      out.push(parseInt(group, 16));
-    } else {
-      return undefined;
-    }
-  }
-  return out;
-}
-
-function parseIpv6(text: string): bigint | undefined {
-  const halves = text.split("::");
-  if (halves.length > 2) return undefined;
-  const [head = "", tail] = halves;
-  const split = (part: string) => (part === "" ? [] : part.split(":"));
-  let hextets: number[];
-  if (tail === undefined) {
-    const all = parseHextets(split(head), true);
-    if (all === undefined || all.length !== 8) return undefined;
-    hextets = all;
-  } else {
-    const left = parseHextets(split(head), false);
-    const right = parseHextets(split(tail), true);
-    // "::" stands for at least one zero group.
-    if (left === undefined || right === undefined || left.length + right.length > 7) {
-      return undefined;
-    }
-    hextets = [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
-  }
-  let value = 0n;
-  for (const h of hextets) value = (value << 16n) | BigInt(h);
-  return value;
-}
-
-/**
- * Parses an IPv4 address (dotted quad) or an IPv6 address (any RFC 4291 text form, including
- * `::` compression and an embedded IPv4 tail such as `::ffff:192.0.2.1`).
- *
- * @param text The address, without brackets, prefix or zone.
- * @returns The address family and its integer value.
- * @throws {RangeError} When `text` is not an IP address.
- *
- * @example
- * ```ts
- * import { parseAddress } from "./cidr.ts";
- * parseAddress("192.0.2.1"); // { family: "ipv4", value: 3221225985n }
- * parseAddress("2001:db8::1").family; // "ipv6"
- * ```
- */
-export function parseAddress(text: string): Address {
-  if (text.includes(":")) {
-    const value = parseIpv6(text);
-    if (value !== undefined) return { family: "ipv6", value };
-  } else {
-    const value = parseIpv4Number(text);
-    if (value !== undefined) return { family: "ipv4", value: BigInt(value) };
-  }
-  throw new RangeError(
-    `Cannot parse ${JSON.stringify(text)} as an IP address: expected a dotted-quad IPv4 ` +
-      `or an IPv6 address`,
-  );
-}
 
 /**
  * Parses a CIDR block such as `192.0.2.0/24`, `2001:db8::/32` or `::ffff:192.0.2.0/120`.
@@ -140,10 +53,8 @@ export function parseAddress(text: string): Address {
 export function parseCidr(text: string): Cidr {
   const slash = text.indexOf("/");
   const addressText = slash === -1 ? text : text.slice(0, slash);
-  let address: Address;
-  try {
-    address = parseAddress(addressText);
-  } catch {
+  const address = tryParseAddress(addressText);
+  if (address === undefined) {
     throw new RangeError(
       `Cannot parse ${JSON.stringify(text)} as a CIDR block: ` +
         `${JSON.stringify(addressText)} is not an IP address`,
@@ -213,11 +124,6 @@ export function addressInCidr(cidr: Cidr, address: Address): boolean {
  * ```
  */
 export function cidrContains(cidr: Cidr, address: string): boolean {
-  let parsed: Address;
-  try {
-    parsed = parseAddress(address);
-  } catch {
-    return false;
-  }
-  return addressInCidr(cidr, parsed);
+  const parsed = tryParseAddress(address);
+  return parsed !== undefined && addressInCidr(cidr, parsed);
 }

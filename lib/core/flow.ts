@@ -7,8 +7,10 @@
  * @module
  */
 
+import { type AddressFamily, hostPort } from "./address.ts";
+
 /** Address family of a flow, as conntrack names it in `-o extended` output. */
-export type Family = "ipv4" | "ipv6";
+export type Family = AddressFamily;
 
 /**
  * One direction of a flow: the addresses and ports a packet carries.
@@ -130,8 +132,7 @@ export function isUnNATed(flow: Flow): boolean {
  * with the zone when not 0 and IPv6 addresses in brackets.
  */
 export function describeFlow(flow: Flow): string {
-  const host = (a: string) => (a.includes(":") ? `[${a}]` : a);
   const o = flow.original;
   const zone = flow.zone !== 0 ? ` zone ${flow.zone}` : "";
-  return `tcp ${host(o.src)}:${o.sport} -> ${host(o.dst)}:${o.dport}${zone}`;
+  return `tcp ${hostPort(o.src, o.sport)} -> ${hostPort(o.dst, o.dport)}${zone}`;
 }

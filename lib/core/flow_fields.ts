@@ -53,20 +53,27 @@ export function flowFields(candidate: Candidate): FlowFields {
   };
 }
 
-/** A verdict's evidence: age (seconds, millisecond precision), its source, and renewals seen. */
+/**
+ * A verdict's evidence: age (seconds, millisecond precision), its source, renewals seen, why, and
+ * which half of the `nat` rule fired when it did.
+ */
 export interface EvidenceFields {
   readonly age_s: number;
   readonly age_source: string;
   readonly renewals: number;
   readonly why: string;
+  /** `no-dnat` or `endpoint-gone`; only on a deletion by the `nat` rule. */
+  readonly reason?: string;
 }
 
 /** The fields stating the evidence behind a verdict. */
 export function evidenceFields(verdict: Verdict): EvidenceFields {
+  const reason = verdict.kind === "delete" ? verdict.reason : undefined;
   return {
     age_s: Math.floor(verdict.ageMs) / 1000,
     age_source: verdict.ageSource,
     renewals: verdict.renewals,
     why: verdict.why,
+    ...(reason === undefined ? {} : { reason }),
   };
 }

@@ -4,18 +4,17 @@
  *
  * @module
  */
-import { type Address, addressInCidr, parseAddress } from "./cidr.ts";
-import type { Config } from "../operator/config.ts";
+import { type Address, addressInCidr, type Cidr, parseAddress } from "./cidr.ts";
 import type { Flow } from "./flow.ts";
 
-/** The part of {@link Config} that selects flows by destination. */
+/** The operator's selection of flows by destination (the configuration's target options). */
 export interface Target {
   /** Only flows whose original destination lies in one of these blocks; all when empty. */
-  readonly destinations: Config["destinations"];
+  readonly destinations: readonly Cidr[];
   /** Never flows whose original destination lies in one of these blocks; wins over the rest. */
-  readonly excludeDestinations: Config["excludeDestinations"];
+  readonly excludeDestinations: readonly Cidr[];
   /** Only flows to these original destination ports; all when empty. */
-  readonly ports: Config["ports"];
+  readonly ports: readonly number[];
 }
 
 /**

@@ -7,7 +7,10 @@
  *
  * @module
  */
-import { type Candidate, type Flow, isUnNATed } from "./flow.ts";
+import { hostPort } from "./address.ts";
+import { durationText } from "./seconds_text.ts";
+import type { Candidate } from "./flow.ts";
+import { type NatFinding, natFinding, type NatRules } from "./nat_rule.ts";
 import { type AgeSource, type Assessment, type Rule, RULES, type Verdict } from "./verdict.ts";
 
 /** How the tracker judges entries. */
@@ -149,15 +152,16 @@ export class Tracker {
    * key in the same dump count once (the first wins; later ones get no assessment). Keys absent
    * from this dump are forgotten.
    *
-   * `translates`, when given, is the `nat` rule's test: an un-NATed flow whose destination the
-   * node now translates is deleted with rule `nat`.
+   * `nat`, when given, is what the node's NAT rules say about each flow: the `nat` rule deletes
+   * an un-NATed flow the node would now translate, and a translated flow whose endpoint the rules
+   * no longer choose (see {@link natFinding}).
    *
    * @throws {RangeError} when the dump window is not finite or ends before it starts.
    */
   assess(
     candidates: Iterable<Candidate>,
     dump: DumpWindow,
-    translates?: (flow: Flow) => boolean,
+    nat?: NatRules,
   ): Assessment[] {
     if (!Number.isFinite(dump.end) || dump.end < dump.start) {
       throw new RangeError(
@@ -168,7 +172,7 @@ export class Tracker {
     this.begin(dump.start);
     const assessments: Assessment[] = [];
     for (const candidate of candidates) {
-      const assessment = this.see(candidate, dump.end, translates);
+      const assessment = this.see(candidate, dump.end, nat);
       if (assessment !== undefined) assessments.push(assessment);
     }
     this.finish();
@@ -202,7 +206,7 @@ export class Tracker {
   see(
     candidate: Candidate,
     readAt: number,
-    translates?: (flow: Flow) => boolean,
+    nat?: NatRules,
   ): Assessment | undefined {
     const start = this.#start;
     if (!(readAt >= start) || !Number.isFinite(readAt)) {
@@ -227,7 +231,7 @@ export class Tracker {
       sighting = update(tracked, candidate, lo, hi, readAt, generation);
     }
     this.#seen++;
-    return { candidate, verdict: this.#judge(candidate, tracked, sighting, start, translates) };
+    return { candidate, verdict: this.#judge(candidate, tracked, sighting, start, nat) };
   }
 
   /**
@@ -264,7 +268,7 @@ export class Tracker {
     tracked: Tracked,
     sighting: Sighting,
     start: number,
-    translates: ((flow: Flow) => boolean) | undefined,
+    nat: NatRules | undefined,
   ): Verdict {
     const renewals = tracked.renewals;
     const ageSource: AgeSource = candidate.deltaTime === undefined ? "observed" : "kernel";
@@ -272,7 +276,13 @@ export class Tracker {
       ? Math.max(0, start - tracked.firstSeenEnd)
       : kernelAgeMs(candidate.deltaTime);
     for (const rule of RULES) {
-      if (this.#fires(rule, candidate.flow, renewals, ageMs, translates)) {
+      if (rule === "nat") {
+        const found = nat && natFinding(candidate.flow, nat, tracked.firstSeenEnd);
+        if (!found) continue;
+        const why = natWhy(found, candidate);
+        return { kind: "delete", rule, reason: found.reason, why, renewals, ageMs, ageSource };
+      }
+      if (this.#fires(rule, renewals, ageMs)) {
         const why = this.#why(rule, candidate, renewals, ageMs, ageSource);
         return { kind: "delete", rule, why, renewals, ageMs, ageSource };
       }
@@ -280,16 +290,9 @@ export class Tracker {
     return { kind: "keep", why: this.#keepWhy(sighting, renewals), renewals, ageMs, ageSource };
   }
 
-  #fires(
-    rule: Rule,
-    flow: Flow,
-    renewals: number,
-    ageMs: number,
-    translates: ((flow: Flow) => boolean) | undefined,
-  ): boolean {
+  /** Whether the `renewal` or `age` rule fires (the `nat` rule is decided by natFinding()). */
+  #fires(rule: Exclude<Rule, "nat">, renewals: number, ageMs: number): boolean {
     switch (rule) {
-      case "nat":
-        return translates !== undefined && isUnNATed(flow) && translates(flow);
       case "renewal":
         return renewals > this.#threshold;
       case "age":
@@ -298,21 +301,17 @@ export class Tracker {
   }
 
   #why(
-    rule: Rule,
+    rule: Exclude<Rule, "nat">,
     candidate: Candidate,
     renewals: number,
     ageMs: number,
     ageSource: AgeSource,
   ): string {
     switch (rule) {
-      case "nat": {
-        const o = candidate.flow.original;
-        return `no NAT while the node now translates ${hostPort(o.dst, o.dport)}`;
-      }
       case "renewal":
         return `timer renewed ${plural(renewals, "time")} (threshold ${this.#threshold})`;
       case "age":
-        return `unreplied for ${seconds(ageMs)} (max ${seconds(this.#maxAgeMs)}, ` +
+        return `unreplied for ${durationText(ageMs)} (max ${durationText(this.#maxAgeMs)}, ` +
           `${ageOrigin(ageSource, candidate.deltaTime)})`;
     }
   }
@@ -328,6 +327,17 @@ export class Tracker {
     this.#countingWhy[renewals] = why;
     return why;
   }
+}
+
+/** The `nat` rule's one line: which half fired, naming the Service destination. */
+function natWhy(found: NatFinding, candidate: Candidate): string {
+  const o = candidate.flow.original;
+  const service = hostPort(o.dst, o.dport);
+  if (found.reason === "no-dnat") return `no NAT while the node now translates ${service}`;
+  const now = found.current.slice(0, 3).map((e) => hostPort(e.address, e.port)).join(", ");
+  const more = found.current.length > 3 ? `, +${found.current.length - 3} more` : "";
+  return `translated to ${hostPort(found.gone.address, found.gone.port)}, no longer an ` +
+    `endpoint of ${service} (now ${now}${more})`;
 }
 
 function fresh(
@@ -402,16 +412,6 @@ function ageOrigin(source: AgeSource, deltaTime: number | undefined): string {
   return source === "kernel" ? `kernel delta-time=${deltaTime}` : "since the agent first saw it";
 }
 
-function hostPort(address: string, port: number): string {
-  return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
-}
-
 function plural(count: number, noun: string): string {
   return `${count} ${noun}${count === 1 ? "" : "s"}`;
-}
-
-/** Milliseconds as seconds, rounded down to a tenth so that a displayed age never overstates. */
-function seconds(ms: number): string {
-  const tenths = Math.floor(ms / 100);
-  return tenths % 10 === 0 ? `${tenths / 10}s` : `${(tenths / 10).toFixed(1)}s`;
 }

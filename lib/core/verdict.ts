@@ -4,10 +4,13 @@
  * @module
  */
 import type { Candidate } from "./flow.ts";
+import type { NatReason } from "./nat_rule.ts";
 
 /**
  * The rule that condemned an entry.
- * - `nat`: no NAT on the entry, while the node now translates its destination.
+ * - `nat`: the node's NAT rules now disagree with the entry: it has no NAT while the node would
+ *   translate its SYN (`no-dnat`), or it was translated to an endpoint the rules no longer choose
+ *   (`endpoint-gone`).
  * - `renewal`: the entry's timer was renewed more than the threshold allows.
  * - `age`: the entry has been unreplied for longer than the maximum age.
  */
@@ -42,6 +45,8 @@ export type Verdict =
     readonly kind: "delete";
     /** The rule that fired. */
     readonly rule: Rule;
+    /** Which half of the `nat` rule fired; present exactly when `rule` is `nat`. */
+    readonly reason?: NatReason;
     /** One line saying why the rule fired (for `scan` and the deletion log). */
     readonly why: string;
   } & Evidence;

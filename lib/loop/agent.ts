@@ -13,7 +13,8 @@ import type { DeleteFailure, Deleter } from "../table/deleter.ts";
 import type { Flow } from "../core/flow.ts";
 import { describeFlow, flowKey } from "../core/flow.ts";
 import type { Logger, LogProperties } from "../seams/logger.ts";
-import type { NatReader } from "../nat/nat_reader.ts";
+import type { NatReader, NatView } from "../nat/nat_reader.ts";
+import type { NatRules } from "../core/nat_rule.ts";
 import type { CycleObserver, CycleReport, DeletionRecord } from "./cycle_report.ts";
 import { evidenceFields, flowFields } from "../core/flow_fields.ts";
 import { Tracker } from "../core/tracker.ts";
@@ -27,9 +28,12 @@ export interface AgentDeps {
   readonly clock: Clock;
   /** Where deletions, warnings and failures are logged. */
   readonly logger: Logger;
-  /** Deletes a cycle's stale flows. */
-  readonly deleter: Deleter;
-  /** Learns the node's DNAT destinations for the `nat` rule; absent when the rule is off. */
+  /**
+   * Deletes a cycle's stale flows. Only an agent that never deletes (dry run, or `scan`, which
+   * only assesses) may do without one: {@link createAgent}'s overloads say which.
+   */
+  readonly deleter?: Deleter;
+  /** Reads the node's NAT rules for the `nat` rule; absent when the rule is off. */
   readonly nat?: NatReader;
   /** Receives one report per cycle (metrics, health). */
   readonly observer?: CycleObserver;
@@ -66,11 +70,23 @@ export interface CycleResult {
   readonly assessments: readonly Assessment[];
 }
 
+/** {@link AgentDeps} with the deleter an agent that deletes cannot do without. */
+export type DeletingAgentDeps = AgentDeps & { readonly deleter: Deleter };
+
+/**
+ * An agent that only assesses, as `scan` drives it: {@link createAgent} gives one when it has no
+ * deleter and is not in dry run, so that nothing can ask it to delete.
+ */
+export interface Assessor {
+  /** Lists and assesses once, deleting nothing; `execute` must be false. */
+  cycle(signal: AbortSignal | undefined, execute: false): Promise<CycleResult>;
+}
+
 /**
  * One agent: the tracker's memory plus the little state the logs need. Create it with
  * {@link createAgent}; call {@link Agent.cycle} for one pass or {@link Agent.run} for the loop.
  */
-export interface Agent {
+export interface Agent extends Assessor {
   /** Lists, assesses and (unless `execute` is false or dry run) deletes, once. */
   cycle(signal?: AbortSignal, execute?: boolean): Promise<CycleResult>;
   /**
@@ -81,7 +97,8 @@ export interface Agent {
 }
 
 /**
- * Builds an agent from its dependencies.
+ * Builds an agent from its dependencies. An agent that deletes needs a deleter; one in dry run
+ * does not; without either, what comes back can only assess (see {@link Assessor}).
  *
  * @example One pass with a fake conntrack
  * ```ts ignore
@@ -90,6 +107,14 @@ export interface Agent {
  * const { report } = await agent.cycle();
  * ```
  */
+export function createAgent(deps: DeletingAgentDeps, options: AgentOptions): Agent;
+/** Builds an agent in dry run, which never deletes and so needs no deleter. */
+export function createAgent(
+  deps: AgentDeps,
+  options: AgentOptions & { readonly dryRun: true },
+): Agent;
+/** Builds an agent without a deleter, for `scan`: it lists and assesses, and never deletes. */
+export function createAgent(deps: AgentDeps, options: AgentOptions): Assessor;
 export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
   const tracker = new Tracker({
     renewalThreshold: options.renewalThreshold,
@@ -98,6 +123,13 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
   // Dry run announces each flow once, not on every cycle it stays condemned.
   let announced = new Set<string>();
   const overrunning = new Spell();
+  // The view the reader last gave and when the read that gave it started: a spaced reader hands
+  // back the same view for several cycles, read when it was first handed out.
+  let natSince: { readonly view: NatView; readonly at: number } | undefined;
+  const natRulesOf = (view: NatView, readStartedAt: number): NatRules => {
+    if (natSince?.view !== view) natSince = { view, at: readStartedAt };
+    return { answer: (flow) => view.answer(flow), readStartedAt: natSince.at };
+  };
   const stretching = new Spell();
   const { clock, logger } = deps;
 
@@ -109,7 +141,7 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
     const kept: Assessment[] = [];
     let candidates = 0;
     let natMs = 0;
-    let translates: ((flow: Flow) => boolean) | undefined;
+    let nat: NatRules | undefined;
     let natRead = false;
     tracker.begin(start);
     const dump = await deps.lister.list({
@@ -120,12 +152,12 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
           const before = clock.monotonic();
           const view = await deps.nat.read(signal);
           natMs = clock.monotonic() - before;
-          if (view) translates = (flow) => view.translates(flow);
+          if (view) nat = natRulesOf(view, before);
         }
         deps.observer?.cycleProgressed?.();
         const readAt = clock.monotonic();
         for (const candidate of batch) {
-          const assessment = tracker.see(candidate, readAt, translates);
+          const assessment = tracker.see(candidate, readAt, nat);
           if (assessment === undefined) continue;
           candidates++;
           if (!execute || assessment.verdict.kind === "delete") kept.push(assessment);
@@ -134,8 +166,8 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
       ...(options.accept ? { accept: options.accept } : {}),
       ...(signal ? { signal } : {}),
     });
-    const dumpSeconds = Math.max(0, clock.monotonic() - start - natMs) / 1000;
-    const base = { wallStart, dumpSeconds, dryRun: options.dryRun, deleteFailures: 0 };
+    const dumpMs = Math.max(0, clock.monotonic() - start - natMs);
+    const base = { wallStart, dumpMs, dryRun: options.dryRun, deleteFailures: 0 };
     if (dump.kind === "failed") {
       if (!signal?.aborted) {
         logger.warn("conntrack listing failed; retrying next period", { reason: dump.reason });
@@ -175,7 +207,14 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
         start,
       );
     }
-    const outcome = await deps.deleter.delete(
+    const deleter = deps.deleter;
+    if (deleter === undefined) {
+      // The overloads of createAgent() keep this from happening: only an Agent deletes.
+      throw new TypeError(
+        "Cannot delete stale flows as the agent has no deleter: current value is undefined",
+      );
+    }
+    const outcome = await deleter.delete(
       condemned.map((a) => a.candidate.flow),
       signal,
       () => deps.observer?.cycleProgressed?.(),
@@ -186,7 +225,7 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
       const a = byKey.get(flowKey(flow));
       if (!a) continue;
       deletions.push(toRecord(a));
-      logger.info("deleted stale flow", { ...logFields(a), backend: deps.deleter.name });
+      logger.info("deleted stale flow", { ...logFields(a), backend: deleter.name });
     }
     for (const flow of outcome.gone) {
       logger.debug("stale flow was gone before deletion", { flow: describeFlow(flow) });
@@ -207,7 +246,7 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
   }
 
   function finish(
-    partial: Omit<CycleReport, "overran" | "pauseSeconds">,
+    partial: Omit<CycleReport, "overran" | "pauseMs">,
     assessments: readonly Assessment[],
     start: number,
   ): CycleResult {
@@ -236,7 +275,7 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
     } else if (stretch === "ended") {
       logger.info("pausing for the dump period again", { cycle_ms: Math.round(tookMs) });
     }
-    const report: CycleReport = { ...partial, overran, pauseSeconds: pauseMs / 1000 };
+    const report: CycleReport = { ...partial, overran, pauseMs };
     deps.observer?.cycleCompleted(report);
     return { report, assessments };
   }
@@ -246,7 +285,7 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
       const { report } = await cycle(signal);
       // At least a full period after the end of the cycle: the renewal rule needs the gap (see
       // README).
-      await clock.sleep(Math.round(report.pauseSeconds * 1000), signal);
+      await clock.sleep(report.pauseMs, signal);
     }
   }
 
@@ -292,7 +331,8 @@ function logFailures(failed: readonly DeleteFailure[], stopping: boolean, logger
 
 function toRecord(a: Assessment): DeletionRecord {
   const rule = a.verdict.kind === "delete" ? a.verdict.rule : "age";
-  return { rule, family: a.candidate.flow.family };
+  const reason = a.verdict.kind === "delete" ? a.verdict.reason : undefined;
+  return { rule, family: a.candidate.flow.family, ...(reason === undefined ? {} : { reason }) };
 }
 
 /** The structured fields of every log line about a flow and the verdict on it. */

@@ -4,6 +4,7 @@
  * @module
  */
 import type { Family } from "../core/flow.ts";
+import type { NatReason } from "../core/nat_rule.ts";
 import type { Rule } from "../core/verdict.ts";
 
 /** How the table listing went. */
@@ -27,6 +28,8 @@ export type DumpResult =
 export interface DeletionRecord {
   /** The rule that fired. */
   readonly rule: Rule;
+  /** Which half of the `nat` rule fired; present exactly when `rule` is `nat`. */
+  readonly reason?: NatReason;
   /** Address family of the flow. */
   readonly family: Family;
 }
@@ -35,8 +38,8 @@ export interface DeletionRecord {
 export interface CycleReport {
   /** Wall-clock milliseconds when the dump started. */
   readonly wallStart: number;
-  /** Seconds the dump took. */
-  readonly dumpSeconds: number;
+  /** Milliseconds the dump took (reading the NAT rules not included). */
+  readonly dumpMs: number;
   /** How the dump went. */
   readonly dump: DumpResult;
   /** Candidates tracked after the cycle. */
@@ -50,10 +53,10 @@ export interface CycleReport {
   /** True when the cycle took longer than the period. */
   readonly overran: boolean;
   /**
-   * Seconds the loop pauses after this cycle: the period, or longer when the cycle was slow and
-   * the busy limit stretched the pause.
+   * Milliseconds the loop pauses after this cycle: the period, or longer when the cycle was slow
+   * and the busy limit stretched the pause. The loop sleeps exactly this long.
    */
-  readonly pauseSeconds: number;
+  readonly pauseMs: number;
 }
 
 /** Receives one report per cycle. */

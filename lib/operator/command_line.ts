@@ -16,6 +16,7 @@
 import { Command, CommanderError, Option } from "@commander-js/extra-typings";
 import { type Cidr, parseAddress, parseCidr } from "../core/cidr.ts";
 import type { Backend, Config, LogFormat, LogLevel, NatSource } from "./config.ts";
+import type { TrackingChoice } from "../table/tracking.ts";
 import { parseGoDuration } from "./duration.ts";
 
 /** One agent option, as documented in the README, the help and the DaemonSet. */
@@ -165,6 +166,32 @@ const LIST_BACKEND: FlagSpec = {
   value: "<backend>",
 };
 
+const TRACKING: FlagSpec = {
+  flag: "--tracking",
+  env: "CONNTRACK_CLEANER_TRACKING",
+  default: "auto",
+  accepts: "auto, events or dump",
+  help: "how candidates are followed between dumps: conntrack events (auto: where they can be " +
+    "had) or a dump every period",
+  value: "<mode>",
+};
+const RESYNC_PERIOD: FlagSpec = {
+  flag: "--resync-period",
+  env: "CONNTRACK_CLEANER_RESYNC_PERIOD",
+  default: "5m",
+  accepts: "a Go duration of at least 10s",
+  help: "with event tracking, how often a full dump checks what the events told",
+  value: "<duration>",
+};
+const EVENT_BUFFER: FlagSpec = {
+  flag: "--event-buffer",
+  env: "CONNTRACK_CLEANER_EVENT_BUFFER",
+  default: "8388608",
+  accepts: "a number of bytes from 1 to 1073741824",
+  help: "receive buffer of the conntrack event socket; an overflow loses events and forces a dump",
+  value: "<bytes>",
+};
+
 const FLAG_SPECS: readonly FlagSpec[] = [
   DUMP_FREQUENCY,
   RENEWAL_THRESHOLD,
@@ -181,6 +208,9 @@ const FLAG_SPECS: readonly FlagSpec[] = [
   NAT_SOURCE,
   LIST_BACKEND,
   DELETE_BACKEND,
+  TRACKING,
+  RESYNC_PERIOD,
+  EVENT_BUFFER,
 ];
 
 /**
@@ -221,6 +251,12 @@ export type Invocation =
   | {
     /** Print the version and exit. */
     readonly kind: "version";
+    /**
+     * The conntrack program whose version to print: the one a run would use (`--conntrack`, else
+     * `CONNTRACK_BIN`, else `conntrack`), not validated, since `--version` answers even when the
+     * rest of the configuration is broken.
+     */
+    readonly conntrackBin: string;
   }
   | {
     /** Print `text` to stdout and exit 0. */
@@ -393,7 +429,7 @@ const HELP_FOOTER = "\nEvery option can also be set through the environment vari
 /** The outcome of running commander, before any option value is validated. */
 type Parsed =
   | { readonly kind: "help"; readonly text: string }
-  | { readonly kind: "version" }
+  | { readonly kind: "version"; readonly program: Command }
   | { readonly kind: "run" | "scan"; readonly program: Command; readonly scan: Command };
 
 function runCommander(args: readonly string[]): Parsed {
@@ -464,8 +500,29 @@ function runCommander(args: readonly string[]): Parsed {
     const why = error.message.replace(/^error: /, "").replace(/\s*\n\s*/g, " ").trim();
     throw new ConfigError(`Cannot parse the command line: ${why} (see --help)`);
   }
-  if (program.getOptionValue("version") === true) return { kind: "version" };
+  if (program.getOptionValue("version") === true) {
+    return { kind: "version", program: program as unknown as Command };
+  }
   return { kind: invoked, program, scan: scan as unknown as Command };
+}
+
+/** An option's value from its flag, else its environment variable; `undefined` when neither. */
+function readRaw(
+  program: Command,
+  env: (name: string) => string | undefined,
+  spec: FlagSpec,
+): RawValue | undefined {
+  const key = attributeName(spec.flag);
+  if (program.getOptionValueSource(key) === "cli") {
+    const value: unknown = program.getOptionValue(key);
+    const text = Array.isArray(value) ? value.join(",") : value === true ? "true" : String(value);
+    return { text, name: `${spec.flag} (${spec.env})`, fromFlag: true, flag: spec.flag };
+  }
+  const fromEnv = env(spec.env);
+  if (fromEnv !== undefined) {
+    return { text: fromEnv, name: `${spec.env} (${spec.flag})`, fromFlag: false, flag: spec.flag };
+  }
+  return undefined;
 }
 
 function buildConfig(
@@ -473,31 +530,14 @@ function buildConfig(
   env: (name: string) => string | undefined,
   stdoutIsTerminal: boolean,
 ): Config {
-  const read = (spec: FlagSpec): RawValue | undefined => {
-    const key = attributeName(spec.flag);
-    if (program.getOptionValueSource(key) === "cli") {
-      const value: unknown = program.getOptionValue(key);
-      const text = Array.isArray(value) ? value.join(",") : value === true ? "true" : String(value);
-      return { text, name: `${spec.flag} (${spec.env})`, fromFlag: true, flag: spec.flag };
-    }
-    const fromEnv = env(spec.env);
-    if (fromEnv !== undefined) {
-      return {
-        text: fromEnv,
-        name: `${spec.env} (${spec.flag})`,
-        fromFlag: false,
-        flag: spec.flag,
-      };
-    }
-    return undefined;
-  };
+  const read = (spec: FlagSpec): RawValue | undefined => readRaw(program, env, spec);
   const orDefault = (spec: FlagSpec): RawValue =>
     read(spec) ??
       { text: spec.default, name: `${spec.flag} (${spec.env})`, fromFlag: false, flag: spec.flag };
 
   const logFormat = read(LOG_FORMAT);
   return {
-    dumpFrequencyMs: parseDuration(orDefault(DUMP_FREQUENCY), 100, DUMP_FREQUENCY.accepts),
+    periodMs: parseDuration(orDefault(DUMP_FREQUENCY), 100, DUMP_FREQUENCY.accepts),
     renewalThreshold: parseCount(orDefault(RENEWAL_THRESHOLD)),
     unrepliedMaxAgeMs: parseMaxAge(orDefault(UNREPLIED_MAX_AGE)),
     busyLimit: parsePercent(orDefault(BUSY_LIMIT)),
@@ -530,7 +570,20 @@ function buildConfig(
       ["auto", "netlink", "cli"],
       LIST_BACKEND.accepts,
     ),
+    tracking: parseChoice<TrackingChoice>(
+      orDefault(TRACKING),
+      ["auto", "events", "dump"],
+      TRACKING.accepts,
+    ),
+    resyncPeriodMs: parseDuration(orDefault(RESYNC_PERIOD), 10_000, RESYNC_PERIOD.accepts),
+    eventBufferBytes: parseBytes(orDefault(EVENT_BUFFER)),
   };
+}
+
+function parseBytes(raw: RawValue): number {
+  const n = /^[0-9]{1,10}$/.test(raw.text) ? Number(raw.text) : NaN;
+  if (!(n >= 1 && n <= 2 ** 30)) throw invalid(raw, EVENT_BUFFER.accepts);
+  return n;
 }
 
 /**
@@ -580,7 +633,7 @@ function parseProgram(raw: RawValue): string {
  * const env = new Map([["CONNTRACK_TABLE_DUMP_FREQUENCY", "2s"]]);
  * const invocation = parseInvocation(["--dry-run"], (name) => env.get(name), false);
  * if (invocation.kind === "run") {
- *   invocation.config.dumpFrequencyMs; // 2000
+ *   invocation.config.periodMs; // 2000
  *   invocation.config.dryRun; // true
  * }
  * ```
@@ -593,8 +646,12 @@ export function parseInvocation(
   const parsed = runCommander(args);
   switch (parsed.kind) {
     case "help":
-    case "version":
       return parsed;
+    case "version":
+      return {
+        kind: "version",
+        conntrackBin: readRaw(parsed.program, env, CONNTRACK_BIN)?.text ?? CONNTRACK_BIN.default,
+      };
     case "run":
       return { kind: "run", config: buildConfig(parsed.program, env, stdoutIsTerminal) };
     case "scan":

@@ -5,23 +5,23 @@
  * @module
  */
 import type { Cidr } from "../core/cidr.ts";
+import type { TrackingChoice } from "../table/tracking.ts";
+import type { NatSource } from "../nat/nat_source.ts";
+import type { LogFormat, LogLevel } from "../seams/logger.ts";
+import type { Backend } from "../table/backend.ts";
 
-/** Log output format. */
-export type LogFormat = "json" | "text";
-/** Lowest log level written. */
-export type LogLevel = "debug" | "info" | "warning" | "error";
-/** Where the NAT rule learns which destinations the node translates. */
-export type NatSource = "auto" | "iptables" | "nftables" | "off";
-/** How the table is listed and flows are deleted: netlink through FFI, or the conntrack CLI. */
-export type Backend = "auto" | "netlink" | "cli";
+// The option types live with what they choose, so that no layer below this one imports it.
+export type { Backend, LogFormat, LogLevel, NatSource };
 
 /** Everything the agent needs to run. */
 export interface Config {
   /**
-   * Pause between the end of one cycle and the start of the next, in ms (`CONNTRACK_TABLE_DUMP_FREQUENCY`).
+   * Pause between the end of one cycle and the start of the next, in ms
+   * (`CONNTRACK_TABLE_DUMP_FREQUENCY`). The same name carries it to the agent, health and scan,
+   * in ms all the way to the sleep.
    * @default {1000}
    */
-  readonly dumpFrequencyMs: number;
+  readonly periodMs: number;
   /**
    * Share of the time, in `(0, 1]`, that cycles may take before the pause after them is
    * stretched; 1 never stretches (`CONNTRACK_CLEANER_BUSY_LIMIT`).
@@ -96,4 +96,22 @@ export interface Config {
    * @default {"auto"}
    */
   readonly listBackend: Backend;
+  /**
+   * How candidates are followed between dumps: conntrack events (with one GET per tracked entry
+   * each period and a slow resync dump), a dump every period, or events where they can be had
+   * (`CONNTRACK_CLEANER_TRACKING`).
+   * @default {"auto"}
+   */
+  readonly tracking: TrackingChoice;
+  /**
+   * Period of the full resync dump in event tracking, in ms (`CONNTRACK_CLEANER_RESYNC_PERIOD`).
+   * @default {300000}
+   */
+  readonly resyncPeriodMs: number;
+  /**
+   * Receive buffer of the conntrack event socket, in bytes; events that arrive while it is full
+   * are lost and force a resync (`CONNTRACK_CLEANER_EVENT_BUFFER`).
+   * @default {8388608}
+   */
+  readonly eventBufferBytes: number;
 }

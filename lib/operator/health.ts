@@ -18,6 +18,7 @@
  * @module
  */
 import type { Clock } from "../seams/clock.ts";
+import { durationText } from "../core/seconds_text.ts";
 import type { CycleObserver, CycleReport } from "../loop/cycle_report.ts";
 
 /** Whether the loop is making progress; the reason is one line for the probe's 503 body. */
@@ -92,14 +93,14 @@ export function staleLimitMs(periodMs: number, lastDumpMs: number): number {
  * health.readiness(); // { ok: false, reason: "no successful dump yet" }
  * health.cycleCompleted({
  *   wallStart: Date.now(),
- *   dumpSeconds: 0.01,
+ *   dumpMs: 10,
  *   dump: { kind: "ok", lines: 10, candidates: 0, unparsable: 0 },
  *   tracked: 0,
  *   deletions: [],
  *   dryRun: false,
  *   deleteFailures: 0,
  *   overran: false,
- *   pauseSeconds: 1,
+ *   pauseMs: 1000,
  * });
  * health.readiness().ok; // true
  * ```
@@ -127,8 +128,8 @@ export function createHealth(options: HealthOptions): Health {
       const now = clock.monotonic();
       lastProgress = now;
       if (report.dump.kind === "ok") {
-        const dumpMs = Number.isFinite(report.dumpSeconds) ? report.dumpSeconds * 1000 : 0;
-        const pauseMs = Number.isFinite(report.pauseSeconds) ? report.pauseSeconds * 1000 : 0;
+        const dumpMs = Number.isFinite(report.dumpMs) ? report.dumpMs : 0;
+        const pauseMs = Number.isFinite(report.pauseMs) ? report.pauseMs : 0;
         lastSuccess = { at: now, dumpMs: Math.max(0, dumpMs), pauseMs };
         failedSince = 0;
         lastFailure = "";
@@ -145,8 +146,8 @@ export function createHealth(options: HealthOptions): Health {
       if (silentMs <= stallMs) return { ok: true };
       return {
         ok: false,
-        reason: `loop has not completed a cycle for ${seconds(silentMs)}, more than ${
-          seconds(stallMs)
+        reason: `loop has not completed a cycle for ${durationText(silentMs)}, more than ${
+          durationText(stallMs)
         }: it looks stuck`,
       };
     },
@@ -161,12 +162,12 @@ export function createHealth(options: HealthOptions): Health {
       // A pause the busy limit stretched counts as the period it replaced.
       const limitMs = staleLimitMs(Math.max(periodMs, lastSuccess.pauseMs), lastSuccess.dumpMs);
       if (ageMs <= limitMs) {
-        return { ok: true, reason: `last successful dump ${seconds(ageMs)} ago${failures}` };
+        return { ok: true, reason: `last successful dump ${durationText(ageMs)} ago${failures}` };
       }
       return {
         ok: false,
-        reason: `last successful dump ${seconds(ageMs)} ago, more than ${
-          seconds(limitMs)
+        reason: `last successful dump ${durationText(ageMs)} ago, more than ${
+          durationText(limitMs)
         }${failures}`,
       };
     },
@@ -179,8 +180,4 @@ const MAX_REASON = 300;
 function oneLine(text: string): string {
   const line = text.replace(/\s+/g, " ").trim();
   return line.length > MAX_REASON ? `${line.slice(0, MAX_REASON - 1)}…` : line;
-}
-
-function seconds(ms: number): string {
-  return `${(ms / 1000).toFixed(1)}s`;
 }

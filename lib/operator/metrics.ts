@@ -15,6 +15,7 @@ import { NAT_MECHANISMS } from "../nat/nat_report.ts";
 import type { NatReadObserver, NatSourceRead } from "../nat/nat_report.ts";
 import type { CycleObserver, CycleReport } from "../loop/cycle_report.ts";
 import { RULES } from "../core/verdict.ts";
+import { NAT_REASONS } from "../core/nat_rule.ts";
 
 /**
  * Metrics of the agent, updated by each cycle's report and each read of the NAT rules, and
@@ -68,6 +69,23 @@ export interface MetricsOptions {
    * @default {denoProcessSampler}
    */
   readonly processSampler?: ProcessSampler;
+  /**
+   * The candidate tracking in use and its event counts, read at each scrape; absent, the
+   * tracking metrics are not exported.
+   */
+  readonly tracking?: () => TrackingStatus;
+}
+
+/** What the tracking metrics show (see `lib/table/tracking.ts`). */
+export interface TrackingStatus {
+  /** `events` or `dump`. */
+  readonly mode: "events" | "dump";
+  /** New-entry events read since start. */
+  readonly eventsReceived: number;
+  /** Times the kernel dropped events for the agent (socket overflow, `ENOBUFS`). */
+  readonly eventsLost: number;
+  /** Full resync dumps made in event tracking. */
+  readonly resyncs: number;
 }
 
 /**
@@ -102,14 +120,14 @@ const PREFIX = "conntrack_cleaner_";
  * const metrics = createMetrics({ version: "0.1.0", denoVersion: Deno.version.deno });
  * metrics.cycleCompleted({
  *   wallStart: Date.now(),
- *   dumpSeconds: 0.02,
+ *   dumpMs: 20,
  *   dump: { kind: "ok", lines: 120, candidates: 3, unparsable: 0 },
  *   tracked: 3,
  *   deletions: [{ rule: "age", family: "ipv4" }],
  *   dryRun: false,
  *   deleteFailures: 0,
  *   overran: false,
- *   pauseSeconds: 1,
+ *   pauseMs: 1000,
  * });
  * const text = await metrics.render();
  * console.log(text.includes('conntrack_cleaner_deleted_total{rule="age",family="ipv4"} 1')); // true
@@ -137,6 +155,29 @@ export function createMetrics(info: BuildInfo, options: MetricsOptions = {}): Me
     for (const family of FAMILIES) {
       deleted.inc({ rule, family }, 0);
       wouldDelete.inc({ rule, family }, 0);
+    }
+  }
+  // Which half of the nat rule fired, in counters of their own: a label on deleted_total would
+  // split the series that alerts sum without (rule, family).
+  const byReasonAndFamily = ["reason", "family"] as const;
+  const natDeleted = new Counter({
+    name: `${PREFIX}nat_deleted_total`,
+    help: "Conntrack entries deleted by the nat rule, by which half fired (no-dnat: no NAT " +
+      "while the node now translates; endpoint-gone: translated to an endpoint the rules no " +
+      'longer choose) and family; they sum to deleted_total{rule="nat"}.',
+    labelNames: byReasonAndFamily,
+    registers,
+  });
+  const natWouldDelete = new Counter({
+    name: `${PREFIX}dry_run_nat_would_delete_total`,
+    help: "Conntrack entries the nat rule would have deleted in dry run, by reason and family.",
+    labelNames: byReasonAndFamily,
+    registers,
+  });
+  for (const reason of NAT_REASONS) {
+    for (const family of FAMILIES) {
+      natDeleted.inc({ reason, family }, 0);
+      natWouldDelete.inc({ reason, family }, 0);
     }
   }
   const deleteFailures = new Counter({
@@ -255,13 +296,17 @@ export function createMetrics(info: BuildInfo, options: MetricsOptions = {}): Me
     },
   });
 
+  const tracking = options.tracking;
+  if (tracking !== undefined) registerTracking(registers, tracking);
+
   return {
     contentType: registry.contentType,
     render: () => registry.metrics(),
     cycleCompleted(report: CycleReport): void {
       // Observers must not throw; prom-client throws on negative or NaN increments, so every
       // figure from the report is made safe first.
-      const dumpSeconds = nonNegative(report.dumpSeconds);
+      // Reports are in ms; Prometheus's base unit is the second.
+      const dumpSeconds = nonNegative(report.dumpMs) / 1000;
       dumps.inc();
       dumpDuration.observe(dumpSeconds);
       if (report.dump.kind === "ok") {
@@ -274,11 +319,15 @@ export function createMetrics(info: BuildInfo, options: MetricsOptions = {}): Me
       }
       tracked.set(nonNegative(report.tracked));
       const counter = report.dryRun ? wouldDelete : deleted;
-      for (const { rule, family } of report.deletions) counter.inc({ rule, family });
+      const natCounter = report.dryRun ? natWouldDelete : natDeleted;
+      for (const { rule, family, reason } of report.deletions) {
+        counter.inc({ rule, family });
+        if (reason !== undefined) natCounter.inc({ reason, family });
+      }
       deleteFailures.inc(nonNegative(report.deleteFailures));
       overrun.set(report.overran ? 1 : 0);
       if (report.overran) overruns.inc();
-      pause.set(nonNegative(report.pauseSeconds));
+      pause.set(nonNegative(report.pauseMs) / 1000);
     },
     natSourceRead({ source, family, outcome }: NatSourceRead): void {
       const labels = { source, family };
@@ -292,4 +341,48 @@ export function createMetrics(info: BuildInfo, options: MetricsOptions = {}): Me
 
 function nonNegative(value: number): number {
   return Number.isFinite(value) && value > 0 ? value : 0;
+}
+
+/** The tracking metrics, read from `status` at each scrape. */
+function registerTracking(registers: Registry[], status: () => TrackingStatus): void {
+  new Gauge({
+    name: `${PREFIX}tracking_mode`,
+    help: "1 for the candidate tracking in use (events, or a dump every period), 0 for the other.",
+    labelNames: ["mode"] as const,
+    registers,
+    collect() {
+      const mode = status().mode;
+      this.set({ mode: "events" }, mode === "events" ? 1 : 0);
+      this.set({ mode: "dump" }, mode === "dump" ? 1 : 0);
+    },
+  });
+  const counters: readonly (readonly [string, string, (s: TrackingStatus) => number])[] = [
+    [
+      "events_received_total",
+      "Conntrack new-entry events read (after the kernel filter).",
+      (s) => s.eventsReceived,
+    ],
+    [
+      "events_lost_total",
+      "Times the kernel dropped conntrack events for the agent (socket overflow, ENOBUFS); " +
+      "each forces a resync dump.",
+      (s) => s.eventsLost,
+    ],
+    [
+      "resyncs_total",
+      "Full dumps made by event tracking: at start, after lost events, on the resync period.",
+      (s) => s.resyncs,
+    ],
+  ];
+  for (const [name, help, read] of counters) {
+    new Counter({
+      name: `${PREFIX}${name}`,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(nonNegative(read(status())));
+      },
+    });
+  }
 }

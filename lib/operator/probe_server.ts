@@ -11,6 +11,8 @@ import type { HttpRequestHead } from "../seams/http_request.ts";
 import { serveBounded } from "../seams/http_server.ts";
 import type { HttpLimits, HttpResponse } from "../seams/http_server.ts";
 import type { Logger } from "../seams/logger.ts";
+import { errorLine } from "../seams/message_line.ts";
+import { hostPort } from "../core/address.ts";
 import type { Metrics } from "./metrics.ts";
 
 /** Options for {@link serveProbes}. */
@@ -91,7 +93,7 @@ export class ListenError extends Error {
  */
 export function serveProbes(options: ServeProbesOptions): Promise<ProbeServer> {
   const { hostname, port, logger, signal } = options;
-  const address = formatAddress(hostname, port);
+  const address = hostPort(hostname, port);
   let listener: Deno.TcpListener;
   try {
     listener = Deno.listen({ hostname, port, transport: "tcp" });
@@ -100,7 +102,7 @@ export function serveProbes(options: ServeProbesOptions): Promise<ProbeServer> {
   }
   const addr = { hostname: listener.addr.hostname, port: listener.addr.port };
   logger.info("serving /metrics, /healthz and /readyz", {
-    address: formatAddress(addr.hostname, addr.port),
+    address: hostPort(addr.hostname, addr.port),
   });
   const finished = serveBounded({
     listener,
@@ -128,7 +130,7 @@ async function handle(
       try {
         body = await options.metrics.render();
       } catch (error) {
-        options.logger.error("cannot render metrics", { error: firstLine(error) });
+        options.logger.error("cannot render metrics", { error: errorLine(error) });
         return textResponse(500, "cannot render metrics\n");
       }
       return {
@@ -178,13 +180,5 @@ function listenFailure(error: unknown): string {
   if (error instanceof Deno.errors.PermissionDenied) {
     return "the system denies it (a port below 1024 needs CAP_NET_BIND_SERVICE)";
   }
-  return firstLine(error);
-}
-
-function formatAddress(hostname: string, port: number): string {
-  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
-}
-
-function firstLine(error: unknown): string {
-  return (error instanceof Error ? error.message : String(error)).split("\n")[0] ?? "";
+  return errorLine(error);
 }

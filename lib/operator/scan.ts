@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Agent } from "../loop/agent.ts";
+import type { Assessor } from "../loop/agent.ts";
 import type { Clock } from "../seams/clock.ts";
 import { formatScanJson, formatScanTable } from "./scan_format.ts";
 
@@ -30,7 +30,7 @@ export interface ScanOptions {
  * Runs the scan. Returns the exit code: 0, or 1 when a single scan's listing failed.
  * The agent is used with deletion turned off, so nothing is ever deleted.
  */
-export async function runScan(agent: Agent, options: ScanOptions): Promise<number> {
+export async function runScan(agent: Assessor, options: ScanOptions): Promise<number> {
   const { clock, write } = options;
   for (;;) {
     const { report, assessments } = await agent.cycle(options.signal, false);

@@ -6,6 +6,8 @@
 import { type Flow, isUnNATed, type Tuple } from "../core/flow.ts";
 import { evidenceFields, flowFields } from "../core/flow_fields.ts";
 import type { Assessment } from "../core/verdict.ts";
+import { hostPort } from "../core/address.ts";
+import { secondsColumn } from "../core/seconds_text.ts";
 
 const HEADERS = ["FAMILY", "ZONE", "FLOW", "TIMER", "AGE", "RENEWALS", "VERDICT", "WHY"] as const;
 /** Columns whose values are numbers, aligned to the right. */
@@ -43,7 +45,7 @@ export function formatScanTable(assessments: readonly Assessment[]): string {
 function tableRow({ candidate, verdict }: Assessment): readonly string[] {
   const flow = candidate.flow;
   const nat = isUnNATed(flow) ? "" : ` (reply ${tupleText(flow.reply)})`;
-  const age = `${seconds(verdict.ageMs)} (${verdict.ageSource})`;
+  const age = `${secondsColumn(verdict.ageMs)} (${verdict.ageSource})`;
   return [
     flow.family,
     zoneText(flow),
@@ -60,19 +62,10 @@ function tupleText(tuple: Tuple): string {
   return `${hostPort(tuple.src, tuple.sport)} → ${hostPort(tuple.dst, tuple.dport)}`;
 }
 
-function hostPort(address: string, port: number): string {
-  return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
-}
-
 /** `zone`, or `zone/orig-zone/reply-zone` when conntrack printed directional zones. */
 function zoneText(flow: Flow): string {
   if (flow.origZone === undefined && flow.replyZone === undefined) return String(flow.zone);
   return `${flow.zone}/${flow.origZone ?? "-"}/${flow.replyZone ?? "-"}`;
-}
-
-/** Whole seconds, rounded down, so that a displayed age never overstates. */
-function seconds(ms: number): string {
-  return `${Math.floor(ms / 1000)}s`;
 }
 
 /**
@@ -80,7 +73,8 @@ function seconds(ms: number): string {
  *
  * Always present: `time`, `family`, `zone`, `src`, `sport`, `dst`, `dport`, `reply_src`,
  * `reply_sport`, `reply_dst`, `reply_dport`, `timeout_s`, `age_s`, `age_source`, `renewals`,
- * `verdict` (`"keep"` or `"delete"`), `rule` (`null` when kept) and `why`. Present only when
+ * `verdict` (`"keep"` or `"delete"`), `rule` (`null` when kept), `reason` (which half of the
+ * `nat` rule fired, `"no-dnat"` or `"endpoint-gone"`; `null` for other rules) and `why`. Present only when
  * known: `orig_zone`, `reply_zone`, `delta_time_s` and `id`.
  *
  * @example
@@ -105,7 +99,7 @@ function seconds(ms: number): string {
 export function formatScanJson(assessment: Assessment, extra: { readonly time: string }): string {
   const { candidate, verdict } = assessment;
   const { id, ...flow } = flowFields(candidate);
-  const { why, ...evidence } = evidenceFields(verdict);
+  const { why, reason, ...evidence } = evidenceFields(verdict);
   return JSON.stringify({
     time: extra.time,
     ...flow,
@@ -114,6 +108,7 @@ export function formatScanJson(assessment: Assessment, extra: { readonly time: s
     ...evidence,
     verdict: verdict.kind,
     rule: verdict.kind === "delete" ? verdict.rule : null,
+    reason: reason ?? null,
     why,
     ...(id === undefined ? {} : { id }),
   });

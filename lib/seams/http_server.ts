@@ -14,6 +14,7 @@ import type { Clock } from "./clock.ts";
 import { headEnd, parseRequestHead } from "./http_request.ts";
 import type { HttpRequestHead } from "./http_request.ts";
 import type { Logger, LogProperties } from "./logger.ts";
+import { errorLine } from "./message_line.ts";
 
 /** The limits of {@link serveBounded}; every field is optional. */
 export interface HttpLimits {
@@ -171,7 +172,7 @@ class BoundedServer {
         // pending connection stays queued, so pause instead of spinning, free a descriptor if a
         // slow client holds one, and try again.
         this.#acceptLog.note("cannot accept a connection on the metrics listener; retrying", {
-          error: firstLine(error),
+          error: errorLine(error),
           connections: this.#open.size,
         });
         this.#evictOldestWaiting(false);
@@ -189,7 +190,7 @@ class BoundedServer {
       const connection = new Connection(conn, (c) => this.#open.delete(c));
       this.#open.add(connection);
       const task = this.#serve(connection).catch((error) => {
-        this.#options.logger.error("metrics connection failed", { error: firstLine(error) });
+        this.#options.logger.error("metrics connection failed", { error: errorLine(error) });
       }).finally(() => {
         connection.close();
         this.#tasks.delete(task);
@@ -282,7 +283,7 @@ class BoundedServer {
       try {
         response = await this.#options.handler(request);
       } catch (error) {
-        logger.error("probe request failed", { error: firstLine(error) });
+        logger.error("probe request failed", { error: errorLine(error) });
         response = errorResponse(500);
       }
       const keepAlive = request.keepAlive && !signal.aborted &&
@@ -439,7 +440,3 @@ const REASONS: Readonly<Record<number, string>> = {
   500: "Internal Server Error",
   503: "Service Unavailable",
 };
-
-function firstLine(error: unknown): string {
-  return (error instanceof Error ? error.message : String(error)).split("\n")[0] ?? "";
-}

@@ -5,6 +5,11 @@
  * @module
  */
 
+/** Log output format: JSON lines for collectors, or readable text for people. */
+export type LogFormat = "json" | "text";
+/** Lowest log level written. */
+export type LogLevel = "debug" | "info" | "warning" | "error";
+
 /** Structured properties attached to a log record. */
 export type LogProperties = Readonly<Record<string, unknown>>;
 

@@ -14,7 +14,7 @@ import {
   reset,
   type Sink,
 } from "@logtape/logtape";
-import type { LogFormat, LogLevel } from "../operator/config.ts";
+import type { LogFormat, LogLevel } from "./logger.ts";
 import type { Logger } from "./logger.ts";
 
 /** The LogTape category the agent logs under. */

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { errorLine } from "./message_line.ts";
 
 const ARCHITECTURES = [
   "x86_64-linux-gnu",
@@ -108,7 +109,7 @@ function loadProblem(
   if (missing) return { path: missing[1] ?? path, problem: `missing symbol ${missing[2]}` };
   // "Could not open library: Could not open library: /x/libmnl.so.0: file too short"
   const reason = message.split(`${path}: `).at(-1)?.trim() || message;
-  return { path, problem: `cannot load: ${reason.split("\n")[0]}` };
+  return { path, problem: `cannot load: ${errorLine(reason)}` };
 }
 
 /**

@@ -106,31 +106,3 @@ export async function runToEnd(
   const status = await child.status;
   return { ...status, stdout };
 }
-
-/** A program ran but exited non-zero. */
-export class CommandFailedError extends Error {
-  /** How it ended. */
-  readonly output: CommandOutput;
-  /** Builds the one-line message from the command and its standard error. */
-  constructor(program: string, args: readonly string[], output: CommandOutput) {
-    const stderr = output.stderr.trim().split("\n").at(-1) ?? "";
-    super(`Cannot run ${[program, ...args].join(" ")}: exit ${output.code}: ${stderr}`);
-    this.name = "CommandFailedError";
-    this.output = output;
-  }
-}
-
-/**
- * Runs a program that must succeed and returns its standard output; throws
- * {@link CommandFailedError} when it exits non-zero.
- */
-export async function runChecked(
-  spawn: SpawnCommand,
-  program: string,
-  args: readonly string[],
-  options?: SpawnOptions,
-): Promise<string> {
-  const output = await runToEnd(spawn, program, args, options);
-  if (output.code !== 0) throw new CommandFailedError(program, args, output);
-  return output.stdout;
-}

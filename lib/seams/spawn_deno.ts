@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { errorLine } from "./message_line.ts";
 import { SpawnError } from "./spawn.ts";
 import type { ExitStatus, SpawnCommand, SpawnedProcess, SpawnOptions } from "./spawn.ts";
 
@@ -169,13 +170,9 @@ function toSpawnError(program: string, error: unknown): SpawnError {
     return new SpawnError(program, "not-allowed", "");
   }
   if (error instanceof Deno.errors.PermissionDenied) {
-    return new SpawnError(program, "permission-denied", `${firstLine(error)}; is it executable?`);
+    return new SpawnError(program, "permission-denied", `${errorLine(error)}; is it executable?`);
   }
-  return new SpawnError(program, "other", firstLine(error));
-}
-
-function firstLine(error: unknown): string {
-  return (error instanceof Error ? error.message : String(error)).split("\n")[0] ?? "";
+  return new SpawnError(program, "other", errorLine(error));
 }
 
 async function readLimited(stream: ReadableStream<Uint8Array>): Promise<string> {

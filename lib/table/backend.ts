@@ -5,13 +5,15 @@
  * @module
  */
 import type { SpawnCommand } from "../seams/spawn.ts";
-import type { Backend } from "../operator/config.ts";
 import { createCliDeleter, createCliLister } from "./conntrack_cli.ts";
 import type { Deleter } from "./deleter.ts";
 import type { Lister } from "./lister.ts";
 import type { Logger } from "../seams/logger.ts";
 import type { NetlinkOpen } from "./netlink/netlink_deleter.ts";
 import type { NetlinkListerOpen } from "./netlink/netlink_lister.ts";
+
+/** How the table is listed and flows are deleted: netlink through FFI, or the conntrack CLI. */
+export type Backend = "auto" | "netlink" | "cli";
 
 /** The backend could not be had, though the operator asked for it by name. */
 export class BackendUnavailableError extends Error {

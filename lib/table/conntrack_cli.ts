@@ -22,7 +22,7 @@ import {
 } from "../seams/output_lines.ts";
 import type { Dump, Lister, ListOptions } from "./lister.ts";
 import { LineMemo } from "./text/line_memo.ts";
-import { STDERR_QUOTE_LENGTH, stderrLine } from "../seams/stderr_line.ts";
+import { errorLine, QUOTE_LENGTH, stderrLine } from "../seams/message_line.ts";
 import { tokenizeLine } from "./text/tokenizer.ts";
 
 /**
@@ -64,7 +64,7 @@ export async function listCandidates(spawn: SpawnCommand, options: DumpOptions):
   try {
     child = spawn(options.conntrack, [...LIST_ARGS, ...(options.extraArgs ?? [])], { signal });
   } catch (error) {
-    return { kind: "failed", reason: error instanceof Error ? error.message : String(error) };
+    return { kind: "failed", reason: errorLine(error) };
   }
   const memo = options.memo;
   memo?.begin();
@@ -212,7 +212,7 @@ async function deletePiece(
   try {
     child = spawn(conntrack, ["-R", "-"], { stdin: script, ...(signal ? { signal } : {}) });
   } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
+    const reason = errorLine(error);
     return { deleted: [], gone: [], failed: flows.map((flow) => ({ flow, reason })) };
   }
   const printed = new Set<string>();
@@ -289,5 +289,5 @@ async function run(spawn: SpawnCommand, program: string, args: readonly string[]
 
 /** The line of conntrack's stderr (or stdout) worth quoting, bounded, without its banner. */
 function lastLine(text: string): string {
-  return stderrLine(text, STDERR_QUOTE_LENGTH, /^conntrack v\S+ \(conntrack-tools\): /);
+  return stderrLine(text, QUOTE_LENGTH, /^conntrack v\S+ \(conntrack-tools\): /);
 }

@@ -2,7 +2,8 @@
  * Choosing how candidates are tracked between two looks at the whole table: by conntrack events
  * (new-entry events plus one GET per tracked entry each period, with a slow resync dump; cost
  * follows connection attempts) or by a dump every period (cost follows the table's size). `auto`
- * prefers events and falls back to dumps where they cannot be had, saying so once.
+ * prefers events when the table is listed through netlink, and falls back to dumps where they
+ * cannot be had, saying so once.
  *
  * @module
  */
@@ -81,7 +82,14 @@ export function selectTracking(
     options.logger.info("tracking candidates by a dump every period", { tracking: "dump" });
     return dumping();
   }
-  const opened = openEvents(options);
+  // Events and GETs read the kernel's table; a table listed through a conntrack program (which
+  // may be a wrapper or a fake) is not known to be that table, so auto keeps to its dumps.
+  const opened: EventListerOpen = options.choice === "auto" && options.dump.name !== "netlink"
+    ? {
+      kind: "unavailable",
+      reason: `the table is listed by the ${options.dump.name} backend; events need netlink`,
+    }
+    : openEvents(options);
   if (opened.kind !== "ok") {
     if (options.choice === "events") throw new TrackingUnavailableError(opened.reason);
     options.logger.info(

@@ -16,7 +16,8 @@
  * @module
  */
 import type { Family } from "../../lib/core/flow.ts";
-import { runChecked, runToEnd } from "../../lib/seams/spawn.ts";
+import { runToEnd } from "../../lib/seams/spawn.ts";
+import { runChecked } from "../support/run_checked.ts";
 import type { SpawnCommand } from "../../lib/seams/spawn.ts";
 
 /** The client addresses of one family. */

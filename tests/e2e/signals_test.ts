@@ -89,6 +89,9 @@ e2eTest("SIGTERM ends the agent within 5 s while its conntrack child is stopped"
       fake,
       "--list-backend",
       "cli",
+      // Dump mode lists every period, so a listing is the child that hangs.
+      "--tracking",
+      "dump",
       "--dump-frequency",
       "200ms",
     ]);

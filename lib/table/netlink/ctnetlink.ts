@@ -11,7 +11,7 @@
  */
 import type { Candidate, Family, Flow, Tuple } from "../../core/flow.ts";
 import { flowKey } from "../../core/flow.ts";
-import { formatIPv6 } from "../../core/ipv6_text.ts";
+import { formatIPv6 } from "../../core/address.ts";
 
 const NLMSG_HEADER = 16;
 const NFGENMSG = 4;

@@ -22,6 +22,7 @@ import {
   type Deleter,
   STOPPING_REASON,
 } from "../deleter.ts";
+import { addressBytes, hostPort } from "../../core/address.ts";
 import type { Flow, Tuple } from "../../core/flow.ts";
 import {
   AF_INET,
@@ -37,6 +38,7 @@ import {
   libraryPaths,
   openLibrary,
 } from "../../seams/native_library.ts";
+import { errorLine } from "../../seams/message_line.ts";
 
 /** Result of {@link openNetlinkDeleter}. */
 export type NetlinkOpen =
@@ -168,7 +170,7 @@ export function openNetlinkDeleter(options: NetlinkOptions = {}): NetlinkOpen {
     if (isPermissionError(error)) {
       return { kind: "unavailable", reason: "--allow-ffi must be granted for all paths" };
     }
-    return { kind: "unavailable", reason: error instanceof Error ? error.message : String(error) };
+    return { kind: "unavailable", reason: errorLine(error) };
   }
 }
 
@@ -374,7 +376,8 @@ function encodeFlow(
 }
 
 function tupleText(o: Tuple, r: Tuple): string {
-  return `current value is ${o.src}:${o.sport}>${o.dst}:${o.dport} ${r.src}:${r.sport}>${r.dst}:${r.dport}`;
+  const side = (t: Tuple) => `${hostPort(t.src, t.sport)}>${hostPort(t.dst, t.dport)}`;
+  return `current value is ${side(o)} ${side(r)}`;
 }
 
 /**
@@ -389,65 +392,6 @@ function tupleText(o: Tuple, r: Tuple): string {
 export function portBytes(port: number): Uint8Array<ArrayBuffer> | undefined {
   if (!Number.isInteger(port) || port < 0 || port > 0xffff) return undefined;
   return new Uint8Array([port >> 8, port & 0xff]);
-}
-
-/**
- * An address in network byte order (4 bytes for IPv4, 16 for IPv6, including `::` compression
- * and an embedded dotted quad), or `undefined` when it is not an address of that family.
- *
- * @example
- * ```ts
- * import { addressBytes } from "./netlink_deleter.ts";
- * addressBytes("192.0.2.10", "ipv4"); // Uint8Array [192, 0, 2, 10]
- * addressBytes("2001:db8::1", "ipv6")?.length; // 16
- * addressBytes("2001:db8::1", "ipv4"); // undefined
- * ```
- */
-export function addressBytes(
-  text: string,
-  family: Flow["family"],
-): Uint8Array<ArrayBuffer> | undefined {
-  return family === "ipv4" ? ipv4Bytes(text) : ipv6Bytes(text);
-}
-
-function ipv4Bytes(text: string): Uint8Array<ArrayBuffer> | undefined {
-  const parts = text.split(".");
-  if (parts.length !== 4) return undefined;
-  const bytes = new Uint8Array(4);
-  for (const [i, part] of parts.entries()) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(part) || Number(part) > 255) return undefined;
-    bytes[i] = Number(part);
-  }
-  return bytes;
-}
-
-function ipv6Bytes(text: string): Uint8Array<ArrayBuffer> | undefined {
-  let head = text;
-  let tail4: Uint8Array | undefined;
-  const lastColon = text.lastIndexOf(":");
-  if (text.includes(".", lastColon)) {
-    tail4 = ipv4Bytes(text.slice(lastColon + 1));
-    if (tail4 === undefined) return undefined;
-    // Two placeholder groups stand for the dotted quad, which is copied in at the end.
-    head = text.slice(0, lastColon + 1) + "0:0";
-  }
-  const halves = head.split("::");
-  if (halves.length > 2) return undefined;
-  const groups = (s: string | undefined) => (s === undefined || s === "" ? [] : s.split(":"));
-  const left = groups(halves[0]);
-  const right = groups(halves[1]);
-  const total = left.length + right.length;
-  if (halves.length === 1 ? total !== 8 : total > 7) return undefined;
-  const all = [...left, ...Array<string>(8 - total).fill("0"), ...right];
-  const bytes = new Uint8Array(16);
-  for (const [i, group] of all.entries()) {
-    if (!/^[0-9a-fA-F]{1,4}$/.test(group)) return undefined;
-    const value = parseInt(group, 16);
-    bytes[i * 2] = value >> 8;
-    bytes[i * 2 + 1] = value & 0xff;
-  }
-  if (tail4 !== undefined) bytes.set(tail4, 12);
-  return bytes;
 }
 
 function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
