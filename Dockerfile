@@ -48,7 +48,7 @@ RUN --mount=type=bind,from=denort,target=/denort \
 #    loader): install the programs and stage them with their libraries.
 FROM debian:bookworm-slim AS rootfs
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends conntrack iptables nftables libnetfilter-conntrack3 \
+    && apt-get install -y --no-install-recommends conntrack iptables nftables libmnl0 \
     && rm -rf /var/lib/apt/lists/*
 COPY deploy/rootfs.sh /usr/local/sbin/rootfs.sh
 COPY --from=build /src/conntrack-cleaner /tmp/conntrack-cleaner

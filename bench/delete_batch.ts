@@ -1,6 +1,6 @@
 /**
- * Times one batch of deletions on a filled table: the netlink backend (300 stale flows, one
- * lookup and one delete each) against the conntrack CLI (`conntrack -R -` with `-D` lines, which
+ * Times one batch of deletions on a filled table: the netlink backend (300 stale flows: a GET and
+ * a DELETE each, 128 of each kind to a datagram) against the conntrack CLI (`conntrack -R -` with `-D` lines, which
  * dumps the whole table per line, so only a few flows are timed), and checks that nothing else
  * was deleted.
  *

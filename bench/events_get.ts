@@ -52,7 +52,8 @@ async function inside(): Promise<void> {
         await dump.lister.list({ onBatch: (b) => void seen.push(...b) });
       }),
     );
-    candidates = seen;
+    // The agent asks about the same tracked flows every period (it keeps them between dumps).
+    if (candidates.length === 0) candidates = seen;
     const flows = candidates.map((c) => c.flow);
     let live = 0;
     gets.push(

@@ -1,96 +1,87 @@
 /**
- * Measures reading the node's NAT rules at 10,000 Services, as root, in a throwaway network
- * namespace: how long `iptables-save -t nat` and `nft -j list map ip kube-proxy service-ips` (and,
- * for comparison, the whole table) take, how big their output is, and how long the agent's
- * parsers take on it.
+ * What the per-flow `nat` rule costs through the agent's real reader, as root, in a throwaway
+ * network namespace: kube-proxy rulesets of 5,000 Services (the evaluator benches' generators,
+ * in kube-proxy's iptables and nftables 1.31 forms) are loaded into the kernel, then
+ * `createNatReader()` runs `iptables-save -t nat` / `nft -j list table ip kube-proxy` (both
+ * families, as the agent does) and parses them into rulesets, and the view judges candidates.
  *
- *     deno run --allow-run=ip --allow-read bench/nat_rules.ts [services=10000] [runs=5]
+ *     deno run --allow-run=ip --allow-read --allow-sys=networkInterfaces bench/nat_rules.ts \
+ *       [services=5000] [runs=5]
  *
- * Rules are in kube-proxy's shapes: iptables mode has per Service a cluster-IP and a
- * LoadBalancer-IP rule in KUBE-SERVICES, KUBE-SVC-/KUBE-EXT-/KUBE-SEP- chains and a DNAT (7 rules
- * per Service); nftables mode has two `service-ips` elements per Service and its service-,
- * external- and endpoint- chains.
+ * Reported: the size of each dump and how long the command alone takes, the median whole
+ * `read()` (both families: spawn, read, parse, node addresses), and the evaluation cost per
+ * candidate on a fresh view over a mix of shapes (LoadBalancer IPs from
+ * inside and outside source ranges, cluster IPs, NodePorts on the node's address, unserved ports,
+ * and translated entries checked for a gone endpoint).
  *
  * @module
  */
-import { runToEnd } from "../lib/seams/spawn.ts";
-import { splitLines } from "../lib/seams/output_lines.ts";
+import type { Flow } from "../lib/core/flow.ts";
 import { silentLogger } from "../lib/seams/logger.ts";
-import { createNatReader, createNatView } from "../lib/nat/nat_reader.ts";
-import { parseIptablesSave } from "../lib/nat/iptables_save.ts";
-import { parseNftKubeProxy } from "../lib/nat/nftables_json.ts";
-import { denoSpawn } from "../lib/seams/spawn_deno.ts";
+import { createNatReader } from "../lib/nat/nat_reader.ts";
+import type { NatView } from "../lib/nat/nat_view.ts";
+import type { NatSource } from "../lib/nat/nat_source.ts";
+import { runToEnd } from "../lib/seams/spawn.ts";
 import type { SpawnCommand } from "../lib/seams/spawn.ts";
+import { denoSpawn } from "../lib/seams/spawn_deno.ts";
+import { kubeProxyRuleset } from "./nat_ruleset_bench.ts";
+import { kubeProxyNftJson } from "./nat_nftables_ruleset_bench.ts";
 
-const services = Number(Deno.args[0] ?? 10_000);
+const services = Number(Deno.args[0] ?? 5000);
 const runs = Number(Deno.args[1] ?? 5);
+/** The generators' node address (what `LOCAL` is to NodePorts). */
+const NODE = "192.0.2.254";
 
-/** Destination i of 2n: address in a documentation range, port keeps them unique. */
-function serviceAddresses(i: number) {
+/** The generators' Service `i` (both place Services the same way). */
+function service(i: number) {
   const host = 1 + (i % 250);
   const port = 1024 + Math.floor(i / 250);
+  return { cluster: `198.51.100.${host}`, lb: `192.0.2.${host}`, port, nodePort: 30000 + i };
+}
+
+function flow(src: string, dst: string, dport: number, sport: number, endpoint?: string): Flow {
+  const [rsrc, rport] = endpoint ? [endpoint, 8080] : [dst, dport];
   return {
-    cluster: `198.51.100.${host}`,
-    lb: `192.0.2.${host}`,
-    endpoint: `203.0.113.${host}`,
-    port,
+    family: "ipv4",
+    original: { src, dst, sport, dport },
+    reply: { src: rsrc, dst: src, sport: rport, dport: sport },
+    zone: 0,
   };
 }
 
-function iptablesRestoreInput(n: number): string {
-  const chains: string[] = [":KUBE-SERVICES - [0:0]", ":KUBE-MARK-MASQ - [0:0]"];
-  const rules: string[] = [
-    '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-    '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-    "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
-  ];
-  for (let i = 0; i < n; i++) {
-    const { cluster, lb, endpoint, port } = serviceAddresses(i);
-    const id = i.toString(36).toUpperCase().padStart(16, "0");
-    const name = `ns${i % 100}/svc${i}:http`;
-    chains.push(`:KUBE-SVC-${id} - [0:0]`, `:KUBE-EXT-${id} - [0:0]`, `:KUBE-SEP-${id} - [0:0]`);
-    rules.push(
-      `-A KUBE-SERVICES -d ${cluster}/32 -p tcp -m comment --comment "${name} cluster IP" -m tcp --dport ${port} -j KUBE-SVC-${id}`,
-      `-A KUBE-SERVICES -d ${lb}/32 -p tcp -m comment --comment "${name} loadbalancer IP" -m tcp --dport ${port} -j KUBE-EXT-${id}`,
-      `-A KUBE-EXT-${id} -m comment --comment "masquerade traffic for ${name} external destinations" -j KUBE-MARK-MASQ`,
-      `-A KUBE-EXT-${id} -j KUBE-SVC-${id}`,
-      `-A KUBE-SVC-${id} -m comment --comment "${name} -> ${endpoint}:8080" -j KUBE-SEP-${id}`,
-      `-A KUBE-SEP-${id} -s ${endpoint}/32 -m comment --comment "${name}" -j KUBE-MARK-MASQ`,
-      `-A KUBE-SEP-${id} -p tcp -m comment --comment "${name}" -m tcp -j DNAT --to-destination ${endpoint}:8080`,
+/** Candidates of every shape, spread over the Services. */
+function candidates(): Flow[] {
+  const out: Flow[] = [];
+  let sport = 20000;
+  for (let i = 0; i < services; i += 7) {
+    const { cluster, lb, port, nodePort } = service(i);
+    out.push(
+      flow("203.0.113.200", lb, port, sport++),
+      flow("203.0.113.10", lb, port, sport++),
+      flow("203.0.113.200", cluster, port, sport++),
+      flow("203.0.113.200", NODE, nodePort, sport++),
+      flow("203.0.113.200", lb, 9, sport++),
+      // Translated entries: the endpoint half asks the same question.
+      flow("203.0.113.200", lb, port, sport++, "203.0.113.249"),
     );
   }
-  return ["*nat", ...chains, ...rules, "COMMIT", ""].join("\n");
+  return out;
 }
 
-function nftInput(n: number): string {
-  const k = "ip kube-proxy";
-  const out = [
-    `add table ${k} { comment "rules for kube-proxy" ; }`,
-    `add chain ${k} nat-prerouting { type nat hook prerouting priority -100 ; }`,
-    `add chain ${k} services`,
-    `add chain ${k} mark-for-masquerade`,
-    `add rule ${k} nat-prerouting jump services`,
-    `add rule ${k} mark-for-masquerade mark set mark or 0x4000`,
-    `add map ${k} service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }`,
-    `add rule ${k} services ip daddr . meta l4proto . th dport vmap @service-ips`,
-  ];
-  for (let i = 0; i < n; i++) {
-    const { cluster, lb, endpoint, port } = serviceAddresses(i);
-    const base = `${i.toString(36).toUpperCase().padStart(8, "0")}-ns${i % 100}/svc${i}/tcp/http`;
-    const ep = `endpoint-${base}__${endpoint}/8080`;
-    out.push(
-      `add chain ${k} ${ep}`,
-      `add rule ${k} ${ep} meta l4proto tcp dnat to ${endpoint}:8080`,
-      `add chain ${k} service-${base}`,
-      `add rule ${k} service-${base} numgen random mod 1 vmap { 0 : goto ${ep} }`,
-      `add chain ${k} external-${base}`,
-      `add rule ${k} external-${base} jump mark-for-masquerade`,
-      `add rule ${k} external-${base} goto service-${base}`,
-      `add element ${k} service-ips { ${cluster} . tcp . ${port} : goto service-${base} }`,
-      `add element ${k} service-ips { ${lb} . tcp . ${port} : goto external-${base} }`,
-    );
+/**
+ * The generator's `nft -j list` document made loadable by `nft -j -f`: listing order puts map
+ * elements and rules before the chains they name, which loading refuses, so chains come first,
+ * then sets and maps, then rules; handles are the kernel's to give.
+ */
+function loadable(listing: string): string {
+  const doc = JSON.parse(listing) as { nftables: Record<string, Record<string, unknown>>[] };
+  const rank = (o: Record<string, unknown>) =>
+    "metainfo" in o ? 0 : "table" in o ? 1 : "chain" in o ? 2 : "set" in o || "map" in o ? 3 : 4;
+  doc.nftables.sort((a, b) => rank(a) - rank(b));
+  for (const object of doc.nftables) {
+    for (const body of Object.values(object)) delete body["handle"];
   }
-  return out.join("\n") + "\n";
+  return JSON.stringify(doc);
 }
 
 async function must(spawn: SpawnCommand, program: string, args: string[], stdin?: string) {
@@ -101,7 +92,7 @@ async function must(spawn: SpawnCommand, program: string, args: string[], stdin?
   return out;
 }
 
-/** Runs `work` `runs` times; returns the median duration in ms and the last result. */
+/** Runs `work` `runs` times; the median duration in ms and the last result. */
 async function median<T>(work: () => Promise<T>): Promise<{ ms: number; result: T }> {
   const times: number[] = [];
   let result: T | undefined;
@@ -114,72 +105,54 @@ async function median<T>(work: () => Promise<T>): Promise<{ ms: number; result: 
   return { ms: times[Math.floor(times.length / 2)] ?? NaN, result: result as T };
 }
 
-const fmt = (ms: number) => `${ms.toFixed(1)} ms`;
-const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(2)} MiB`;
+const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 
 const ns = `natbench-${crypto.randomUUID().slice(0, 8)}`;
-// Every program the agent would run, run inside the namespace.
 const inNs: SpawnCommand = (program, args, options) =>
   denoSpawn("ip", ["netns", "exec", ns, program, ...args], options);
 
+async function measure(source: NatSource, dump: string[]): Promise<string> {
+  const listing = await median(() => must(inNs, dump[0]!, dump.slice(1)));
+  const size = listing.result.stdout.length;
+  const reader = createNatReader({
+    source,
+    spawn: inNs,
+    logger: silentLogger,
+    nodeAddresses: () => new Set([NODE]),
+  });
+  const read = await median(() => reader.read());
+  const view = read.result as NatView;
+  const flows = candidates();
+  const kinds = { dnat: 0, none: 0, unknown: 0 };
+  for (const f of flows) kinds[view.answer(f).kind]++;
+  // Every read builds a fresh view, so evaluation is measured on fresh views too.
+  const judge = await median(async () => {
+    const fresh = (await reader.read()) as NatView;
+    const start = performance.now();
+    for (const f of flows) fresh.answer(f);
+    return performance.now() - start;
+  });
+  const evalMs = judge.result;
+  return `| ${source} | ${dump.join(" ")} | ${mib(size)} | ${listing.ms.toFixed(0)} ms | ${
+    read.ms.toFixed(0)
+  } ms | ${(evalMs * 1000 / flows.length).toFixed(1)} µs | ${
+    evalMs.toFixed(1)
+  } ms for ${flows.length} (${kinds.dnat} dnat, ${kinds.none} none, ${kinds.unknown} unknown) |`;
+}
+
 await must(denoSpawn, "ip", ["netns", "add", ns]);
 try {
-  let start = performance.now();
-  await must(inNs, "iptables-restore", [], iptablesRestoreInput(services));
-  const iptLoadMs = performance.now() - start;
-  start = performance.now();
-  await must(inNs, "nft", ["-f", "-"], nftInput(services));
-  const nftLoadMs = performance.now() - start;
-
-  const dump = await median(() => must(inNs, "iptables-save", ["-t", "nat"]));
-  const dumpText = dump.result.stdout;
-  const dumpBytes = new TextEncoder().encode(dumpText);
-  const parse = await median(() =>
-    parseIptablesSave(splitLines(ReadableStream.from([dumpBytes])), "ipv4")
-  );
-  const iptReader = createNatReader({ source: "iptables", spawn: inNs, logger: silentLogger });
-  const iptRead = await median(() => iptReader.read());
-
-  const list = await median(() => must(inNs, "nft", ["-j", "list", "table", "ip", "kube-proxy"]));
-  const json = list.result.stdout;
-  const nftParse = await median(() => Promise.resolve(parseNftKubeProxy(json)));
-  const mapList = await median(() =>
-    must(inNs, "nft", ["-j", "list", "map", "ip", "kube-proxy", "service-ips"])
-  );
-  const mapJson = mapList.result.stdout;
-  const mapParse = await median(() => Promise.resolve(parseNftKubeProxy(mapJson)));
-  const nftReader = createNatReader({ source: "nftables", spawn: inNs, logger: silentLogger });
-  const nftRead = await median(() => nftReader.read());
-
-  const view = createNatView(parse.result);
-  console.log(`NAT rules at ${services} Services (median of ${runs} runs)\n`);
-  console.log("| source | load | dump | dump size | parse | whole read() | destinations |");
+  await must(inNs, "ip", ["link", "set", "lo", "up"]);
+  await must(inNs, "iptables-restore", [], kubeProxyRuleset(services));
+  await must(inNs, "nft", ["-j", "-f", "-"], loadable(kubeProxyNftJson(services)));
+  const rows = [
+    await measure("iptables", ["iptables-save", "-t", "nat"]),
+    await measure("nftables", ["nft", "-j", "list", "table", "ip", "kube-proxy"]),
+  ];
+  console.log(`nat rule at ${services} Services (median of ${runs} runs)\n`);
+  console.log("| source | dump | size | dump alone | whole read() | per candidate | candidates |");
   console.log("|---|---|---|---|---|---|---|");
-  console.log(
-    `| iptables-save -t nat (${dumpText.split("\n").length} lines) | ${fmt(iptLoadMs)} | ${
-      fmt(dump.ms)
-    } | ${mib(dumpBytes.length)} | ${fmt(parse.ms)} | ${fmt(iptRead.ms)} | ${view.size} (read: ${
-      iptRead.result?.size ?? "none"
-    }) |`,
-  );
-  const nftSize = (text: string) => mib(new TextEncoder().encode(text).length);
-  console.log(
-    `| nft -j list table ip kube-proxy (not used) | ${fmt(nftLoadMs)} | ${fmt(list.ms)} | ${
-      nftSize(json)
-    } | ${fmt(nftParse.ms)} | - | ${createNatView(nftParse.result).size} |`,
-  );
-  console.log(
-    `| nft -j list map ip kube-proxy service-ips | ${fmt(nftLoadMs)} | ${fmt(mapList.ms)} | ${
-      nftSize(mapJson)
-    } | ${fmt(mapParse.ms)} | ${fmt(nftRead.ms)} | ${createNatView(mapParse.result).size} (read: ${
-      nftRead.result?.size ?? "none"
-    }) |`,
-  );
-  console.log(
-    "\nload = iptables-restore / nft -f of the whole set, once; dump = running the command and " +
-      "reading its output; parse = the agent's parser on the saved output; whole read() = " +
-      "NatReader.read() (both families; the IPv6 side is empty).",
-  );
+  for (const row of rows) console.log(row);
 } finally {
   await must(denoSpawn, "ip", ["netns", "del", ns]);
 }

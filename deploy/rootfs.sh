@@ -15,9 +15,9 @@ set -euo pipefail
 # What the agent spawns (see lib/table/conntrack_cli.ts and lib/nat/nat_reader.ts), looked up on PATH.
 # The legacy flavour is run only where iptables-nft reports legacy tables (kube-proxy in legacy mode).
 PROGRAMS=(conntrack iptables-save ip6tables-save iptables-legacy-save ip6tables-legacy-save nft)
-# What the agent opens with Deno.dlopen (lib/table/netlink/netlink_deleter.ts, lib/table/netlink/netlink_lister.ts), which ldd cannot see.
-# It also opens libc.so.6 (for setsockopt), which the base image's libc6 provides.
-DLOPEN_LIBS=(libnetfilter_conntrack.so.3 libmnl.so.0)
+# What the agent opens with Deno.dlopen (lib/table/netlink/netlink_socket_ffi.ts, lib/table/netlink/netlink_lister.ts), which ldd cannot see.
+# It also opens libc.so.6 (for setsockopt, recv, poll, errno), which the base image's libc6 provides.
+DLOPEN_LIBS=(libmnl.so.0)
 # The Debian packages gcr.io/distroless/cc-debian12 is assembled from
 # (GoogleContainerTools/distroless: static/static.bzl, base/config.bzl, cc/config.bzl).
 BASE_PACKAGES=(base-files netbase tzdata media-types libc6 libssl3 libgomp1 libstdc++6 libgcc-s1
@@ -140,7 +140,7 @@ add_library() { # by path as the loader resolved it
 find_library() { # a soname, as the loader would find it
   local soname=$1 path
   path=$(ldconfig -p | awk -v so="$soname" '$1 == so { print $NF; exit }')
-  [[ -n "$path" ]] || die "Cannot find $soname: install it (apt-get install libnetfilter-conntrack3)"
+  [[ -n "$path" ]] || die "Cannot find $soname: install it (apt-get install libmnl0)"
   echo "$path"
 }
 

@@ -102,7 +102,7 @@ function refusals(paths: readonly string[]): string[] {
 }
 
 Deno.test("selectLister() and selectDeleter() say a library that loads but is not libmnl lacks a symbol", () => {
-  // libc loads everywhere and has none of libmnl's or libnetfilter_conntrack's symbols.
+  // libc loads everywhere and has none of libmnl's symbols.
   const [list, del] = refusals(["libc.so.6"]);
   assert.match(
     list!,
@@ -110,7 +110,7 @@ Deno.test("selectLister() and selectDeleter() say a library that loads but is no
   );
   assert.match(
     del!,
-    /libnetfilter_conntrack\.so\.3 found at \/\S*libc\.so\.6 but is not a usable libnetfilter_conntrack\.so\.3: missing symbol nfct_\w+;/,
+    /^Cannot use --delete-backend netlink \(CONNTRACK_CLEANER_DELETE_BACKEND\): libmnl\.so\.0 found at \/\S*libc\.so\.6 but is not a usable libmnl\.so\.0: missing symbol mnl_\w+; use "cli" or "auto"$/,
   );
 });
 

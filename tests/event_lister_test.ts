@@ -218,3 +218,22 @@ Deno.test("EventLister.list() dumps instead of asking when the GETs would cost m
   await list();
   assert.equal(world.dumps, 3);
 });
+
+Deno.test("EventLister.list() tells a standing reason to dump once, not every period", async () => {
+  const world = new World();
+  const told: string[] = [];
+  const lister = new EventLister(world.dump, world.events, world.get, {
+    monotonicMs: () => 0,
+    maxTracked: 2,
+    onResync: (reason) => void told.push(reason),
+  });
+  const list = () => lister.list({ onBatch: () => {} });
+  await list();
+  for (let i = 0; i < 5; i++) world.create(candidate(43000 + i));
+  for (let i = 0; i < 4; i++) await list();
+  assert.equal(world.dumps, 5);
+  assert.deepEqual(told, ["start", "too many"]);
+  world.lost = true;
+  await list();
+  assert.deepEqual(told, ["start", "too many", "lost events"]);
+});

@@ -174,6 +174,14 @@ Deno.test("createNatView() answers unknown when any source cannot tell, and says
   assert.deepEqual(told, ["nft: -A X -i eth0 -j Y"]);
 });
 
+Deno.test("createNatView() evaluates each flow once per view, however often it is asked", () => {
+  const ruleset = fixed(DNAT_A);
+  const view = createNatView([{ name: "a", family: "ipv4", ruleset }], NODE);
+  for (let i = 0; i < 3; i++) view.answer(flow("ipv4", "192.0.2.10", 80));
+  view.answer(flow("ipv4", "192.0.2.10", 81));
+  assert.equal(ruleset.asked, 2);
+});
+
 Deno.test("createNatView() answers none for a family without rules", () => {
   const view = createNatView([{ name: "a", family: "ipv4", ruleset: fixed(DNAT_A) }], NODE);
   assert.deepEqual(view.answer(flow("ipv6", "2001:db8::a", 80)), { kind: "none" });

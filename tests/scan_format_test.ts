@@ -177,7 +177,8 @@ Deno.test("formatScanJson() names which half of the nat rule fired", () => {
       kind: "delete",
       rule: "nat",
       reason: "endpoint-gone",
-      why: "translated to 10.0.0.7:8080, no longer an endpoint of 192.0.2.10:80 (now 10.0.0.8:8080)",
+      why:
+        "translated to 10.0.0.7:8080, no longer an endpoint of 192.0.2.10:80 (now 10.0.0.8:8080)",
     },
   }, { time: "2025-05-01T12:00:02.000Z" }));
   assert.equal(parsed.rule, "nat");

@@ -495,6 +495,18 @@ Deno.test("Tracker.assess() judges a translated flow only by rules read after it
   assert.equal(ruled(reread), "nat endpoint-gone");
 });
 
+Deno.test("Tracker.assess() judges a translated flow at once when the kernel's age shows it older than the rules", () => {
+  const tracker = new Tracker({ renewalThreshold: 3, unrepliedMaxAgeMs: 0 });
+  const old = candidateOf(natedTo("10.244.1.5:8080"), 100, { deltaTime: 20 });
+  const young = candidateOf(natedTo("10.244.1.6:8080", 40002), 119, { deltaTime: 1 });
+  const first = tracker.assess(
+    [old, young],
+    { start: 30_000, end: 30_010 },
+    natTo(["10.244.2.9:8080"], 25_000),
+  );
+  assert.deepEqual(first.map(ruled), ["nat endpoint-gone", "keep"]);
+});
+
 Deno.test("Tracker.assess() keeps a translated flow the rules do not translate, cannot judge, or only SNAT", () => {
   const tracker = new Tracker({ renewalThreshold: 3, unrepliedMaxAgeMs: 0 });
   const toStranger: Flow = {

@@ -82,8 +82,8 @@ export type NatFinding =
 
 /**
  * Rules on one flow with the node's NAT rules: a finding when one half of the `nat` rule fires,
- * undefined when the entry is to be kept. `firstSeenAt` is the monotonic ms at which the tracker
- * first read the entry.
+ * undefined when the entry is to be kept. `firstSeenAt` is a monotonic ms at which the entry is
+ * known to have existed: when the tracker first read it, or earlier by the kernel's `delta-time=`.
  *
  * @example An entry pinned to an endpoint the Service no longer has
  * ```ts

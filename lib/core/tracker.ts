@@ -231,7 +231,7 @@ export class Tracker {
       sighting = update(tracked, candidate, lo, hi, readAt, generation);
     }
     this.#seen++;
-    return { candidate, verdict: this.#judge(candidate, tracked, sighting, start, nat) };
+    return { candidate, verdict: this.#judge(candidate, tracked, sighting, start, readAt, nat) };
   }
 
   /**
@@ -268,6 +268,7 @@ export class Tracker {
     tracked: Tracked,
     sighting: Sighting,
     start: number,
+    readAt: number,
     nat: NatRules | undefined,
   ): Verdict {
     const renewals = tracked.renewals;
@@ -277,7 +278,11 @@ export class Tracker {
       : kernelAgeMs(candidate.deltaTime);
     for (const rule of RULES) {
       if (rule === "nat") {
-        const found = nat && natFinding(candidate.flow, nat, tracked.firstSeenEnd);
+        // When the kernel gives the entry's age, it existed at least that long before readAt.
+        const existedAt = candidate.deltaTime === undefined
+          ? tracked.firstSeenEnd
+          : Math.min(tracked.firstSeenEnd, readAt - kernelAgeMs(candidate.deltaTime));
+        const found = nat && natFinding(candidate.flow, nat, existedAt);
         if (!found) continue;
         const why = natWhy(found, candidate);
         return { kind: "delete", rule, reason: found.reason, why, renewals, ageMs, ageSource };

@@ -215,7 +215,8 @@ export function createAgent(deps: AgentDeps, options: AgentOptions): Agent {
       );
     }
     const outcome = await deleter.delete(
-      condemned.map((a) => a.candidate.flow),
+      // The kernel's id, when listed, lets the deleter spare an entry re-created since judged.
+      condemned.map(({ candidate: c }) => c.id === undefined ? c.flow : { ...c.flow, id: c.id }),
       signal,
       () => deps.observer?.cycleProgressed?.(),
     );

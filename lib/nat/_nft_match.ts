@@ -73,6 +73,7 @@ export function lookup(
   return [table.get(values.values, values.text)];
 }
 
+/** A map (named or anonymous) that gives data for a key, or MISS. */
 export interface Table {
   get(key: readonly bigint[], text?: string): unknown | typeof MISS;
 }

@@ -23,17 +23,20 @@ export function readFamilyViews(documents: readonly string[]): Map<Family, Famil
   return views;
 }
 
+/** The hooks whose base chains the view keeps (a packet from outside meets the first four). */
 export const HOOKS: readonly string[] = ["prerouting", "input", "forward", "postrouting", "output"];
 
 /** How a set's (or a match's) values are read. */
 export type Kind = "addr" | "proto" | "int";
 
+/** One rule: its chain, handle (for logs) and expressions, as nft printed them. */
 export interface RuleView {
   readonly chain: string;
   readonly handle: number;
   readonly expr: readonly unknown[];
 }
 
+/** One chain; `hook`, `type` and `prio` only for base chains. */
 export interface ChainView {
   readonly name: string;
   readonly hook: string | undefined;
@@ -50,6 +53,7 @@ export interface Span {
   readonly hi: bigint;
 }
 
+/** One named set or map, indexed for lookups by key. */
 export interface SetView {
   readonly name: string;
   /** Component kinds of the key; undefined when the type is not one this reader knows. */
@@ -62,6 +66,7 @@ export interface SetView {
   readonly spans: readonly { readonly key: readonly Span[]; readonly data: unknown }[];
 }
 
+/** One family's `kube-proxy` table, read once. */
 export interface FamilyView {
   readonly family: Family;
   readonly chains: ReadonlyMap<string, ChainView>;
@@ -207,6 +212,7 @@ function setView(object: Record<string, unknown>, updated: boolean): SetView {
   return { name: String(object.name), kinds, dynamic, exact, spans };
 }
 
+/** A set element's value without its `{elem: {val, comment, …}}` wrapper. */
 export function unwrapElem(value: unknown): unknown {
   return isRecord(value) && isRecord(value.elem) ? value.elem.val : value;
 }
@@ -274,6 +280,7 @@ function scalar(value: unknown, kind: Kind): bigint | undefined {
   return /^(0x[0-9a-f]+|[0-9]+)$/i.test(value) ? BigInt(value) : undefined;
 }
 
+/** A key's values as one string, for exact lookups (hex components joined by dots). */
 export function keyText(values: readonly bigint[]): string {
   return values.map((v) => v.toString(16)).join(".");
 }
@@ -285,6 +292,7 @@ export function soleEntry(value: unknown): [string, unknown] | undefined {
   return undefined;
 }
 
+/** Whether a JSON value is an object (not null, not an array). */
 export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }

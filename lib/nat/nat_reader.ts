@@ -25,6 +25,7 @@ import {
   partsFor,
 } from "./rule_sources.ts";
 
+/** The view and reader types, for callers that know this file only. */
 export type { NatReader, NatView } from "./nat_view.ts";
 
 /** Options for {@link createNatReader}. */

@@ -78,41 +78,58 @@ export function createNatView(
 ): NatView {
   const byFamily: Record<Family, SourcedRuleset[]> = { ipv4: [], ipv6: [] };
   for (const sourced of rulesets) byFamily[sourced.family].push(sourced);
+  // A spaced reader hands one view to several cycles, whose candidates are mostly the same
+  // flows: each flow's answer is computed once per view.
+  const answers = new Map<string, NatPathVerdict>();
   return {
     rulesets: rulesets.length,
     answer(flow) {
       const o = flow.original;
-      const packet = {
-        family: flow.family,
-        src: o.src,
-        dst: o.dst,
-        sport: o.sport,
-        dport: o.dport,
-      };
-      let endpoints: readonly NatEndpoint[] | undefined;
-      for (const { name, ruleset } of byFamily[flow.family]) {
-        let verdict: NatPathVerdict;
-        try {
-          verdict = ruleset.evaluate(packet, node);
-        } catch (error) {
-          // Evaluators promise not to throw; if one does, the flow is not judged by it.
-          verdict = {
-            kind: "unknown",
-            rule: error instanceof Error ? error.message : String(error),
-          };
-        }
-        if (verdict.kind === "unknown") {
-          onUnknown?.(verdict.rule, name);
-          return verdict;
-        }
-        if (verdict.kind !== "dnat") continue;
-        if (!endpoints) endpoints = verdict.endpoints;
-        else endpoints = unite(endpoints, verdict.endpoints);
-      }
-      return endpoints ? { kind: "dnat", endpoints } : { kind: "none" };
+      const key = `${flow.family} ${o.src} ${o.sport} ${o.dst} ${o.dport}`;
+      const known = answers.get(key);
+      if (known !== undefined) return known;
+      const answer = evaluate(flow);
+      if (answers.size >= ANSWERS_KEPT) answers.clear();
+      answers.set(key, answer);
+      return answer;
     },
   };
+
+  function evaluate(flow: Flow): NatPathVerdict {
+    const o = flow.original;
+    const packet = {
+      family: flow.family,
+      src: o.src,
+      dst: o.dst,
+      sport: o.sport,
+      dport: o.dport,
+    };
+    let endpoints: readonly NatEndpoint[] | undefined;
+    for (const { name, ruleset } of byFamily[flow.family]) {
+      let verdict: NatPathVerdict;
+      try {
+        verdict = ruleset.evaluate(packet, node);
+      } catch (error) {
+        // Evaluators promise not to throw; if one does, the flow is not judged by it.
+        verdict = {
+          kind: "unknown",
+          rule: error instanceof Error ? error.message : String(error),
+        };
+      }
+      if (verdict.kind === "unknown") {
+        onUnknown?.(verdict.rule, name);
+        return verdict;
+      }
+      if (verdict.kind !== "dnat") continue;
+      if (!endpoints) endpoints = verdict.endpoints;
+      else endpoints = unite(endpoints, verdict.endpoints);
+    }
+    return endpoints ? { kind: "dnat", endpoints } : { kind: "none" };
+  }
 }
+
+/** Answers one view keeps (about 100 bytes each); beyond, it starts over. */
+const ANSWERS_KEPT = 100_000;
 
 /** Both lists' endpoints, each once. */
 function unite(a: readonly NatEndpoint[], b: readonly NatEndpoint[]): readonly NatEndpoint[] {

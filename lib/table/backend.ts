@@ -42,9 +42,10 @@ export interface BackendOptions {
 }
 
 /**
- * Returns the deleter to use. `auto` prefers netlink (one request per flow, no table dump) and
- * falls back to `conntrack -R -`, saying so once; `netlink` without the library or the
- * `--allow-ffi` permission throws {@link BackendUnavailableError}.
+ * Returns the deleter to use. `auto` prefers netlink (a GET and an exact DELETE per flow,
+ * batched, through libmnl: no table dump) and falls back to `conntrack -R -`, saying so once;
+ * `netlink` without libmnl or the `--allow-ffi` permission throws
+ * {@link BackendUnavailableError}.
  *
  * @param openNetlink Opens the netlink backend (injected so tests need no library).
  */

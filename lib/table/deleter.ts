@@ -5,6 +5,16 @@
  */
 import type { Flow } from "../core/flow.ts";
 
+/**
+ * A flow to delete and, when its listing gave one, the kernel's id of the entry that was judged
+ * (`Candidate.id`). A backend that can (netlink) deletes only the entry with that id, so an
+ * entry re-created under the same tuple since it was judged is spared; the others ignore it.
+ */
+export type DeleteTarget = Flow & {
+  /** The kernel's id of the judged entry, when known. */
+  readonly id?: number;
+};
+
 /** A flow a backend could not delete, and why. */
 export interface DeleteFailure {
   /** The flow asked for. */
@@ -43,7 +53,7 @@ export interface Deleter {
    * health check can tell a slow batch from a stuck loop.
    */
   delete(
-    flows: readonly Flow[],
+    flows: readonly DeleteTarget[],
     signal?: AbortSignal,
     progress?: () => void,
   ): Promise<DeleteOutcome>;

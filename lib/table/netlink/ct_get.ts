@@ -147,14 +147,36 @@ const MAX_GET = NLMSG_HEADER + NFGENMSG + 4 + 4 + 2 * 20 + 4 + 3 * 8 + 8 + 8;
  * bytes.length; // 72
  * ```
  */
-export function getRequests(flows: readonly Flow[], firstSeq: number): Uint8Array {
-  const bytes = new Uint8Array(flows.length * MAX_GET);
-  const view = new DataView(bytes.buffer);
+export function getRequests(
+  flows: readonly Flow[],
+  firstSeq: number,
+  into: Uint8Array = new Uint8Array(flows.length * MAX_GET),
+): Uint8Array {
+  const view = new DataView(into.buffer, into.byteOffset, into.byteLength);
   let at = 0;
   flows.forEach((flow, i) => {
-    at = writeGet(view, bytes, at, flow, firstSeq + i);
+    const message = encoded(flow);
+    into.set(message, at);
+    view.setUint32(at + 8, (firstSeq + i) >>> 0, true);
+    at += message.length;
   });
-  return bytes.subarray(0, at);
+  return into.subarray(0, at);
+}
+
+/**
+ * Each tracked flow's GET, encoded once: the same flow is asked about every period, and parsing
+ * its addresses again each time would be most of a round's garbage.
+ */
+const ENCODED = new WeakMap<Flow, Uint8Array>();
+
+function encoded(flow: Flow): Uint8Array {
+  let message = ENCODED.get(flow);
+  if (message === undefined) {
+    const bytes = new Uint8Array(MAX_GET);
+    message = bytes.slice(0, writeGet(new DataView(bytes.buffer), bytes, 0, flow, 0));
+    ENCODED.set(flow, message);
+  }
+  return message;
 }
 
 /**
@@ -223,11 +245,12 @@ export function getFlows(
 ): boolean {
   // Answers left over from an earlier, broken-off round must not be taken for this one's.
   while (socket.receiveNow(buffer).kind === "data");
+  const requests = new Uint8Array(GETS_PER_SEND * MAX_GET);
   let seqBase = 1;
   for (let from = 0; from < flows.length; from += GETS_PER_SEND) {
     const chunk = flows.slice(from, from + GETS_PER_SEND);
     const answered = new Uint8Array(chunk.length);
-    if (!socket.send(getRequests(chunk, seqBase))) {
+    if (!socket.send(getRequests(chunk, seqBase, requests))) {
       for (let i = from; i < flows.length; i++) {
         onAnswer(i, { kind: "failed", reason: "Cannot send the netlink GET requests" });
       }

@@ -1,7 +1,8 @@
 /**
  * The ctnetlink messages of a table listing, as bytes: the dump request the agent sends and the
  * reading of what the kernel answers, entry by entry, into the same {@link Candidate}s the
- * tokenizer makes of `conntrack -L` lines.
+ * tokenizer makes of `conntrack -L` lines; and the deletion of exact entries
+ * ({@link deleteRequests}, {@link readAcks}).
  *
  * Pure: no socket here (see `netlink_list.ts`). The attribute numbers are the kernel's
  * (`include/uapi/linux/netfilter/nfnetlink_conntrack.h`); integers in attributes are big-endian,
@@ -11,7 +12,7 @@
  */
 import type { Candidate, Family, Flow, Tuple } from "../../core/flow.ts";
 import { flowKey } from "../../core/flow.ts";
-import { formatIPv6 } from "../../core/address.ts";
+import { addressBytes, formatIPv6 } from "../../core/address.ts";
 
 const NLMSG_HEADER = 16;
 const NFGENMSG = 4;
@@ -24,6 +25,10 @@ const NLMSG_OVERRUN = 4;
 const CT_NEW = (1 << 8) | 0;
 /** `(NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET`. */
 const CT_GET = (1 << 8) | 1;
+/** `(NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE`. */
+const CT_DELETE = (1 << 8) | 2;
+const NLM_F_ACK = 0x4;
+const NLA_F_NESTED = 0x8000;
 /** Address families, as the kernel numbers them. */
 export const AF_INET = 2;
 /** See {@link AF_INET}. */
@@ -374,4 +379,184 @@ function timestampStartSeconds(view: DataView, from: number, to: number): number
     at += align(len);
   }
   return -1;
+}
+
+/** One entry to delete: the flow that names it and, when known, the kernel's id of the entry. */
+export interface DeleteEntry {
+  /** The flow: its original tuple and zones are what the kernel looks the entry up by. */
+  readonly flow: Flow;
+  /**
+   * The kernel's id of the entry (`CTA_ID`). With it, the kernel deletes only an entry with this
+   * id and answers `ENOENT` for any other holding the same tuple.
+   */
+  readonly id?: number;
+}
+
+/** The longest DELETE: an IPv6 original tuple with its zone, the zone, and the id. */
+const MAX_DELETE = NLMSG_HEADER + NFGENMSG + 4 + (4 + 2 * 20) + (4 + 3 * 8) + 8 + 8 + 8;
+
+/**
+ * The `IPCTNL_MSG_CT_DELETE` requests for `entries`, one netlink message each in one buffer (one
+ * datagram), numbered `firstSeq`, `firstSeq + 1`, ..., each asking for an acknowledgement.
+ *
+ * Each message carries the original tuple (`CTA_TUPLE_ORIG`, with its directional zone), the zone
+ * (`CTA_ZONE`) when not 0 and the id (`CTA_ID`) when known. The reply tuple is left out: the
+ * kernel looks an entry up by the original tuple alone and never reads a reply tuple sent beside
+ * it. The original tuple is never left out either, since a DELETE without a tuple is the kernel's
+ * request to flush the whole table.
+ *
+ * @throws {RangeError} when an address does not fit its family, or a port, zone or id its width.
+ *
+ * @example
+ * ```ts
+ * import { deleteRequests } from "./ctnetlink.ts";
+ * const flow = {
+ *   family: "ipv4",
+ *   original: { src: "198.51.100.2", dst: "192.0.2.10", sport: 40000, dport: 80 },
+ *   reply: { src: "192.0.2.10", dst: "198.51.100.2", sport: 80, dport: 40000 },
+ *   zone: 0,
+ * } as const;
+ * deleteRequests([{ flow, id: 3000000007 }], 1).length; // 80
+ * ```
+ */
+export function deleteRequests(entries: readonly DeleteEntry[], firstSeq: number): Uint8Array {
+  const bytes = new Uint8Array(entries.length * MAX_DELETE);
+  const view = new DataView(bytes.buffer);
+  let at = 0;
+  entries.forEach((entry, i) => {
+    at = writeDelete(view, bytes, at, entry, firstSeq + i);
+  });
+  return bytes.subarray(0, at);
+}
+
+function writeDelete(
+  view: DataView,
+  bytes: Uint8Array,
+  start: number,
+  entry: DeleteEntry,
+  seq: number,
+): number {
+  const { flow, id } = entry;
+  const o = flow.original;
+  const src = addressBytes(o.src, flow.family);
+  const dst = addressBytes(o.dst, flow.family);
+  if (src === undefined || dst === undefined) {
+    throw new RangeError(
+      `Cannot encode a DELETE as ${flow.family}: current value is ${o.src} > ${o.dst}`,
+    );
+  }
+  checkWidth("port", o.sport, 0xffff);
+  checkWidth("port", o.dport, 0xffff);
+  checkWidth("zone", flow.zone, 0xffff);
+  if (flow.origZone !== undefined) checkWidth("zone", flow.origZone, 0xffff);
+  if (id !== undefined) checkWidth("id", id, 0xffffffff);
+  let at = start + NLMSG_HEADER;
+  bytes[at] = flow.family === "ipv4" ? AF_INET : AF_INET6;
+  // NFNETLINK_V0 and res_id 0.
+  bytes[at + 1] = 0;
+  view.setUint16(at + 2, 0, false);
+  at += NFGENMSG;
+  const tupleAt = at;
+  at += 4;
+  const ipAt = at;
+  at += 4;
+  const v6 = flow.family === "ipv6";
+  at = putBytes(view, bytes, at, v6 ? CTA_IP_V6_SRC : CTA_IP_V4_SRC, src);
+  at = putBytes(view, bytes, at, v6 ? CTA_IP_V6_DST : CTA_IP_V4_DST, dst);
+  putHeader(view, ipAt, at - ipAt, CTA_TUPLE_IP | NLA_F_NESTED);
+  const protoAt = at;
+  at += 4;
+  at = putBytes(view, bytes, at, CTA_PROTO_NUM, Uint8Array.of(IPPROTO_TCP));
+  at = putU16(view, at, CTA_PROTO_SRC_PORT, o.sport);
+  at = putU16(view, at, CTA_PROTO_DST_PORT, o.dport);
+  putHeader(view, protoAt, at - protoAt, CTA_TUPLE_PROTO | NLA_F_NESTED);
+  if (flow.origZone !== undefined) at = putU16(view, at, CTA_TUPLE_ZONE, flow.origZone);
+  putHeader(view, tupleAt, at - tupleAt, CTA_TUPLE_ORIG | NLA_F_NESTED);
+  if (flow.zone !== 0) at = putU16(view, at, CTA_ZONE, flow.zone);
+  if (id !== undefined) {
+    putHeader(view, at, 8, CTA_ID);
+    view.setUint32(at + 4, id, false);
+    at += 8;
+  }
+  view.setUint32(start, at - start, true);
+  view.setUint16(start + 4, CT_DELETE, true);
+  view.setUint16(start + 6, NLM_F_REQUEST | NLM_F_ACK, true);
+  view.setUint32(start + 8, seq >>> 0, true);
+  view.setUint32(start + 12, 0, true);
+  return at;
+}
+
+function checkWidth(what: string, value: number, max: number): void {
+  if (!Number.isInteger(value) || value < 0 || value > max) {
+    throw new RangeError(`Cannot encode ${what} in a DELETE: current value is ${value}`);
+  }
+}
+
+function putHeader(view: DataView, at: number, length: number, type: number): void {
+  view.setUint16(at, length, true);
+  view.setUint16(at + 2, type, true);
+}
+
+/** An attribute of raw bytes, padded to 4; returns where the next one starts. */
+function putBytes(
+  view: DataView,
+  bytes: Uint8Array,
+  at: number,
+  type: number,
+  value: Uint8Array,
+): number {
+  putHeader(view, at, 4 + value.length, type);
+  bytes.set(value, at + 4);
+  bytes.fill(0, at + 4 + value.length, at + align(4 + value.length));
+  return at + align(4 + value.length);
+}
+
+/** A big-endian u16 attribute, padded to 4. */
+function putU16(view: DataView, at: number, type: number, value: number): number {
+  putHeader(view, at, 6, type);
+  view.setUint16(at + 4, value, false);
+  view.setUint16(at + 6, 0, false);
+  return at + 8;
+}
+
+/** The kernel's answer to one request sent with `NLM_F_ACK`. */
+export interface Ack {
+  /** The request's sequence number. */
+  readonly seq: number;
+  /** 0 when the request was carried out, else the positive errno (2, ENOENT: no such entry). */
+  readonly errno: number;
+}
+
+/**
+ * Reads the acknowledgements (`NLMSG_ERROR` messages) in the first `length` bytes of a received
+ * datagram, in order; other messages are skipped. Stops at a malformed message.
+ *
+ * @example
+ * ```ts
+ * import { readAcks } from "./ctnetlink.ts";
+ * const bytes = new Uint8Array(36);
+ * const view = new DataView(bytes.buffer);
+ * view.setUint32(0, 36, true); // length
+ * view.setUint16(4, 2, true); // NLMSG_ERROR
+ * view.setUint32(8, 5, true); // seq
+ * view.setInt32(16, -2, true); // -ENOENT
+ * readAcks(bytes, 36); // [{ seq: 5, errno: 2 }]
+ * ```
+ */
+export function readAcks(bytes: Uint8Array, length: number): Ack[] {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const acks: Ack[] = [];
+  for (let at = 0; at + NLMSG_HEADER <= length;) {
+    const size = view.getUint32(at, true);
+    if (size < NLMSG_HEADER || at + size > length) break;
+    if (view.getUint16(at + 4, true) === NLMSG_ERROR && size >= NLMSG_HEADER + 4) {
+      acks.push({
+        seq: view.getUint32(at + 8, true),
+        // 0 minus, not unary minus: a success is 0, never -0.
+        errno: 0 - view.getInt32(at + NLMSG_HEADER, true),
+      });
+    }
+    at += align(size);
+  }
+  return acks;
 }

@@ -61,9 +61,9 @@ export interface EventListerOptions {
   readonly resyncPeriodMs?: number;
   /**
    * Tracked entries beyond which events are no longer followed one by one: the lister then
-   * lists by dumps until a dump finds fewer (a node with that many unreplied entries is cheaper
-   * to dump than to ask about each).
-   * @default {50000}
+   * lists by dumps until a dump finds fewer. Thousands of GETs a period cost about what a dump of
+   * a 100k-entry table does, and hold more memory (bench/RESULTS.md, "Event tracking").
+   * @default {2000}
    */
   readonly maxTracked?: number;
   /** Monotonic milliseconds (the agent's clock). */
@@ -116,6 +116,7 @@ export class EventLister implements Lister, AsyncDisposable {
   #resync: ResyncReason | undefined = "start";
   #lastResync = -Infinity;
   #resyncs = 0;
+  #told: ResyncReason | undefined;
   /** What the latest complete resync dump took, ms: what a GET round is weighed against. */
   #dumpMs = Infinity;
   /** What one GET takes, ms (a running average); 0 until measured. */
@@ -134,7 +135,7 @@ export class EventLister implements Lister, AsyncDisposable {
     this.#events = events;
     this.#get = get;
     this.#resyncPeriodMs = options.resyncPeriodMs ?? 300_000;
-    this.#maxTracked = options.maxTracked ?? 50_000;
+    this.#maxTracked = options.maxTracked ?? 2000;
     this.#monotonicMs = options.monotonicMs;
     this.#wallMs = options.wallMs ?? Date.now;
     this.#onResync = options.onResync;
@@ -181,8 +182,13 @@ export class EventLister implements Lister, AsyncDisposable {
       this.#resync = "cheaper";
     }
     const reason = this.#resync;
-    if (reason === undefined) return await this.#getRound(options);
-    this.#onResync?.(reason);
+    if (reason === undefined) {
+      this.#told = undefined;
+      return await this.#getRound(options);
+    }
+    // A standing reason (too many, cheaper) is told once, not every period it lasts.
+    if (reason !== this.#told) this.#onResync?.(reason);
+    this.#told = reason === "too many" || reason === "cheaper" ? reason : undefined;
     return await this.#resyncDump(options, now);
   }
 
@@ -220,42 +226,52 @@ export class EventLister implements Lister, AsyncDisposable {
   async #getRound(options: ListOptions): Promise<Dump> {
     const keys = [...this.#tracked.keys()];
     if (keys.length === 0) return { kind: "ok", lines: 0, unparsable: undefined };
-    const flows = keys.map((k) => this.#tracked.get(k)!);
-    const live: Candidate[] = [];
     let failed = 0;
     let firstReason = "";
-    this.#gets += flows.length;
-    const started = this.#monotonicMs();
-    const sent = this.#get(flows, Math.floor(this.#wallMs() / 1000), (index, answer) => {
-      const key = keys[index]!;
-      switch (answer.kind) {
-        case "candidate":
-          if (this.#accept === undefined || this.#accept(answer.candidate.flow)) {
-            live.push(answer.candidate);
-          } else {
+    let getMs = 0;
+    this.#gets += keys.length;
+    // Chunk by chunk, each handed on as soon as it is read (as a dump's batches are), so that a
+    // round's candidates die young instead of all living until it ends.
+    for (let from = 0; from < keys.length; from += GETS_PER_SEND) {
+      if (options.signal?.aborted) return { kind: "failed", reason: "aborted" };
+      const chunk = keys.slice(from, from + GETS_PER_SEND);
+      const flows = chunk.map((k) => this.#tracked.get(k)!);
+      const live: Candidate[] = [];
+      const started = this.#monotonicMs();
+      const sent = this.#get(flows, Math.floor(this.#wallMs() / 1000), (index, answer) => {
+        const key = chunk[index]!;
+        switch (answer.kind) {
+          case "candidate":
+            if (this.#accept === undefined || this.#accept(answer.candidate.flow)) {
+              live.push(answer.candidate);
+            } else {
+              this.#tracked.delete(key);
+            }
+            break;
+          case "moved-on":
+          case "gone":
             this.#tracked.delete(key);
-          }
-          break;
-        case "moved-on":
-        case "gone":
-          this.#tracked.delete(key);
-          break;
-        case "failed":
-          if (failed++ === 0) firstReason = answer.reason;
+            break;
+          case "failed":
+            if (failed++ === 0) firstReason = answer.reason;
+        }
+      });
+      getMs += this.#monotonicMs() - started;
+      if (!sent || failed > 0) {
+        // The tracker keeps what it knew; the next listing is a dump, the source of truth.
+        this.#resync = "failed round";
+        return {
+          kind: "failed",
+          reason: `${failed} of ${keys.length} conntrack GETs failed: ${firstReason}`,
+        };
       }
-    });
-    if (!sent || failed > 0) {
-      // The tracker keeps what it knew; the next listing is a dump, the source of truth.
-      this.#resync = "failed round";
-      return {
-        kind: "failed",
-        reason: `${failed} of ${flows.length} conntrack GETs failed: ${firstReason}`,
-      };
+      if (live.length > 0) await options.onBatch(live);
+      // Between chunks, let the event loop run (probes, signals) and the collector with it.
+      if (from + GETS_PER_SEND < keys.length) await new Promise((r) => setTimeout(r, 0));
     }
-    const perGetMs = (this.#monotonicMs() - started) / flows.length;
+    const perGetMs = getMs / keys.length;
     this.#perGetMs = this.#perGetMs === 0 ? perGetMs : (this.#perGetMs + perGetMs) / 2;
-    if (live.length > 0) await options.onBatch(live);
-    return { kind: "ok", lines: flows.length, unparsable: undefined };
+    return { kind: "ok", lines: keys.length, unparsable: undefined };
   }
 
   #track(candidates: readonly Candidate[]): void {

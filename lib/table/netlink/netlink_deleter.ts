@@ -1,16 +1,24 @@
 /**
- * A {@link Deleter} that talks to the kernel through libnetfilter_conntrack, loaded with
- * `Deno.dlopen`: one exact lookup (`IPCTNL_MSG_CT_GET`) and one delete (`IPCTNL_MSG_CT_DELETE`)
- * per flow, and no table dump. The conntrack CLI, by contrast, dumps the whole table for every
- * `-D`, which costs about 0.3 s per flow at 100k entries.
+ * A {@link Deleter} that speaks ctnetlink itself, over the raw netlink socket the event mode uses
+ * (`netlink_socket_ffi.ts`: libmnl and libc through `Deno.dlopen`), with the codec the listing
+ * uses (`ctnetlink.ts`): for every 128 flows, one datagram of GETs (`ct_get.ts`) and one of
+ * DELETEs (`ct_delete.ts`), and no table dump. The conntrack CLI, by contrast, dumps the whole
+ * table for every `-D`, which costs about 0.3 s per flow at 100k entries.
  *
- * Exactness: the lookup is by original tuple and zone, which identifies at most one entry; the
- * reply it returns must equal the flow's reply tuple and the entry must still be TCP `SYN_SENT`
- * without `SEEN_REPLY`; only then is it deleted by the same tuple. The kernel has no conditional
- * delete by state, so an entry that completes its handshake in the microseconds between lookup
- * and delete would still be deleted (the CLI's `-D --state SYN_SENT` has the same gap, widened by
- * its table dump). libnetfilter_conntrack does not send `CTA_ID` on delete (checked: a wrong id
- * still deletes), so the id cannot narrow it.
+ * Exactness: the GET is by original tuple and zone, which identifies at most one entry; the entry
+ * it returns must still be TCP `SYN_SENT` without `SEEN_REPLY`, have the flow's reply tuple and
+ * zones, and, when the flow was judged with a kernel id, carry that id. Only then is it deleted,
+ * by the same tuple and zone and by the id the GET read (`CTA_ID`), so the DELETE misses (the
+ * kernel answers `ENOENT`) if the entry was replaced in between. The kernel has no conditional
+ * delete by state, so an entry that completes its handshake in the microseconds between GET and
+ * DELETE is still deleted (the CLI's `-D --state SYN_SENT` has the same gap, widened by its table
+ * dump).
+ *
+ * The kernel's id is a hash of the entry's memory address, tuples and namespace, not a counter: an
+ * entry re-created under the same tuple in the memory its predecessor freed gets the same id (seen
+ * on Linux 6.18 in about 2 re-creations out of 5). The id then cannot tell the two apart, and
+ * the guard is what is left: a new SYN's entry is `SYN_SENT` and unreplied too, a fresh stale
+ * entry of the same client.
  *
  * Needs `--allow-ffi` and `CAP_NET_ADMIN` in the network namespace whose table is cleaned.
  *
@@ -20,115 +28,58 @@ import {
   type DeleteFailure,
   type DeleteOutcome,
   type Deleter,
+  type DeleteTarget,
   STOPPING_REASON,
 } from "../deleter.ts";
 import { addressBytes, hostPort } from "../../core/address.ts";
 import type { Flow, Tuple } from "../../core/flow.ts";
-import {
-  AF_INET,
-  AF_INET6,
-  errnoName,
-  IPPROTO_TCP,
-  IPS_SEEN_REPLY,
-  TCP_CONNTRACK_SYN_SENT,
-} from "./ctnetlink.ts";
-import {
-  describeUnavailable,
-  isPermissionError,
-  libraryPaths,
-  openLibrary,
-} from "../../seams/native_library.ts";
-import { errorLine } from "../../seams/message_line.ts";
+import type { DeleteEntry } from "./ctnetlink.ts";
+import { type GetAnswer, getFlows } from "./ct_get.ts";
+import { type DeleteAnswer, deleteEntries, DELETES_PER_SEND } from "./ct_delete.ts";
+import { openNetlinkLibraries, RawNetlinkSocket } from "./netlink_socket_ffi.ts";
+import { describeUnavailable, libraryPaths, openLibrary } from "../../seams/native_library.ts";
 
 /** Result of {@link openNetlinkDeleter}. */
 export type NetlinkOpen =
   | {
-    /** The library is loaded and a netlink socket is open. */
+    /** The libraries are loaded and a netlink socket is open. */
     readonly kind: "ok";
-    /** The deleter; dispose it to close the socket and unload the library. */
+    /** The deleter; dispose it to close the socket and unload the libraries. */
     readonly deleter: Deleter & Disposable;
   }
   | {
     /** The backend cannot be used here; fall back to the CLI. */
     readonly kind: "unavailable";
-    /** One line saying why, e.g. `libnetfilter_conntrack.so.3 not found`. */
+    /** One line saying why, e.g. `libmnl.so.0 not found`. */
     readonly reason: string;
   };
 
 /** Options of {@link openNetlinkDeleter}. */
 export interface NetlinkOptions {
   /**
-   * Paths tried in order; a bare file name is left to the dynamic loader's search.
+   * Paths tried in order for libmnl; a bare file name is left to the dynamic loader's search.
    * @default {DEFAULT_LIBRARY_PATHS}
    */
   readonly libraryPaths?: readonly string[];
 }
 
-const LIBRARY = "libnetfilter_conntrack.so.3";
+const LIBRARY = "libmnl.so.0";
 
-/** Where libnetfilter_conntrack is looked for by default: the multiarch and lib64 directories. */
+/** Where libmnl is looked for by default: the multiarch and lib64 directories. */
 export const DEFAULT_LIBRARY_PATHS: readonly string[] = libraryPaths(LIBRARY);
 
-// Values from libnetfilter_conntrack 1.0.9's headers and the kernel's uapi, checked by compiling
-// a program against /usr/include/libnetfilter_conntrack (see bench/RESULTS.md).
-const CONNTRACK = 1; // NFNL_SUBSYS_CTNETLINK
-const NFCT_Q_DESTROY = 2;
-const NFCT_Q_GET = 3;
-const NFCT_T_ALL = 7;
-const NFCT_CB_CONTINUE = 1;
-const ATTR = {
-  ORIG_IPV4_SRC: 0,
-  ORIG_IPV4_DST: 1,
-  REPL_IPV4_SRC: 2,
-  REPL_IPV4_DST: 3,
-  ORIG_IPV6_SRC: 4,
-  ORIG_IPV6_DST: 5,
-  REPL_IPV6_SRC: 6,
-  REPL_IPV6_DST: 7,
-  ORIG_PORT_SRC: 8,
-  ORIG_PORT_DST: 9,
-  REPL_PORT_SRC: 10,
-  REPL_PORT_DST: 11,
-  ORIG_L3PROTO: 15,
-  ORIG_L4PROTO: 17,
-  TCP_STATE: 19,
-  STATUS: 32,
-  ZONE: 61,
-  ORIG_ZONE: 68,
-  REPL_ZONE: 69,
+/** The libmnl functions the raw socket calls: what a file must have to be a usable libmnl. */
+const MNL_SYMBOLS = {
+  mnl_socket_open: { parameters: ["i32"], result: "pointer" },
+  mnl_socket_get_fd: { parameters: ["pointer"], result: "i32" },
+  mnl_socket_bind: { parameters: ["pointer", "u32", "i32"], result: "i32" },
+  mnl_socket_sendto: { parameters: ["pointer", "buffer", "usize"], result: "isize" },
+  mnl_socket_close: { parameters: ["pointer"], result: "i32" },
 } as const;
-const ENOENT = 2;
-
-const SYMBOLS = {
-  nfct_open: { parameters: ["u8", "u32"], result: "pointer" },
-  nfct_close: { parameters: ["pointer"], result: "i32" },
-  nfct_new: { parameters: [], result: "pointer" },
-  nfct_destroy: { parameters: ["pointer"], result: "void" },
-  nfct_set_attr: { parameters: ["pointer", "i32", "buffer"], result: "void" },
-  nfct_set_attr_u8: { parameters: ["pointer", "i32", "u8"], result: "void" },
-  nfct_set_attr_u16: { parameters: ["pointer", "i32", "u16"], result: "void" },
-  nfct_get_attr: { parameters: ["pointer", "i32"], result: "pointer" },
-  nfct_get_attr_u8: { parameters: ["pointer", "i32"], result: "u8" },
-  nfct_get_attr_u16: { parameters: ["pointer", "i32"], result: "u16" },
-  nfct_get_attr_u32: { parameters: ["pointer", "i32"], result: "u32" },
-  nfct_attr_is_set: { parameters: ["pointer", "i32"], result: "i32" },
-  nfct_query: { parameters: ["pointer", "i32", "pointer"], result: "i32" },
-  nfct_callback_register: {
-    parameters: ["pointer", "i32", "function", "pointer"],
-    result: "i32",
-  },
-  nfct_callback_unregister: { parameters: ["pointer"], result: "void" },
-} as const satisfies Deno.ForeignLibraryInterface;
-
-const LIBC_SYMBOLS = {
-  __errno_location: { parameters: [], result: "pointer" },
-} as const satisfies Deno.ForeignLibraryInterface;
-
-type Conntrack = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /**
- * Loads libnetfilter_conntrack and opens a ctnetlink socket in the current network namespace.
- * Never throws: a missing library or permission gives `{ kind: "unavailable", reason }`.
+ * Loads libmnl and libc and opens a netlink socket in the current network namespace. Never
+ * throws: a missing library or permission gives `{ kind: "unavailable", reason }`.
  *
  * @example Fall back to the CLI when netlink is unavailable
  * ```ts ignore
@@ -143,286 +94,215 @@ type Conntrack = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
  * ```
  */
 export function openNetlinkDeleter(options: NetlinkOptions = {}): NetlinkOpen {
-  const opened = openLibrary(options.libraryPaths ?? DEFAULT_LIBRARY_PATHS, SYMBOLS);
-  if (opened.kind !== "ok") {
-    return {
-      kind: "unavailable",
-      reason: describeUnavailable(LIBRARY, opened),
-    };
+  const paths = options.libraryPaths ?? DEFAULT_LIBRARY_PATHS;
+  const opened = openNetlinkLibraries(paths);
+  if (opened.kind !== "ok") return { kind: "unavailable", reason: whyUnavailable(paths, opened) };
+  const libraries = opened.libraries;
+  // Room for a whole datagram of GET answers, each of which the kernel accounts at a page or so.
+  const socket = RawNetlinkSocket.open(libraries, {
+    receiveBufferBytes: DELETES_PER_SEND * 4096,
+  });
+  if (typeof socket === "string") {
+    libraries[Symbol.dispose]();
+    return { kind: "unavailable", reason: socket };
   }
-  const library = opened.library;
-  let errno: Errno | undefined;
-  try {
-    errno = openErrno();
-    const handle = library.symbols.nfct_open(CONNTRACK, 0);
-    if (handle === null) {
-      const reason = `Cannot open a conntrack netlink socket: ${errnoName(errno.read())}`;
-      errno[Symbol.dispose]();
-      library.close();
-      return { kind: "unavailable", reason };
-    }
-    return { kind: "ok", deleter: new NetlinkDeleter(library, handle, errno) };
-  } catch (error) {
-    // The lookup callback needs --allow-ffi without a path list (Deno checks callbacks against
-    // the full permission), so a scoped grant ends here: fall back rather than crash.
-    errno?.[Symbol.dispose]();
-    library.close();
-    if (isPermissionError(error)) {
-      return { kind: "unavailable", reason: "--allow-ffi must be granted for all paths" };
-    }
-    return { kind: "unavailable", reason: errorLine(error) };
-  }
+  return { kind: "ok", deleter: createNetlinkDeleter(socket, libraries) };
 }
 
-/** What the lookup callback saw of the entry. */
-interface Seen {
-  readonly state: number;
-  readonly status: number;
-  readonly reply: Uint8Array;
-  readonly zone: number;
-  readonly origZone: number | undefined;
-  readonly replyZone: number | undefined;
+/**
+ * Why the libraries could not be had, with the loader's diagnosis of a file that is there but is
+ * not a usable libmnl (`openNetlinkLibraries` says only "not found").
+ */
+function whyUnavailable(
+  paths: readonly string[],
+  opened: { readonly reason: string },
+): string {
+  const probe = openLibrary(paths, MNL_SYMBOLS);
+  if (probe.kind === "ok") {
+    // libmnl is fine: libc was the trouble (under an --allow-ffi scoped to libmnl's paths, say).
+    probe.library.close();
+    return `${opened.reason} (${LIBRARY} loads, libc.so.6 does not)`;
+  }
+  return describeUnavailable(LIBRARY, probe);
+}
+
+/** The part of a netlink socket the deleter uses (a fake in tests). */
+export type DeleteSocket = Pick<RawNetlinkSocket, "send" | "receiveNow" | "close">;
+
+/**
+ * The deleter over an open socket: the lower-level constructor behind {@link openNetlinkDeleter},
+ * which tests drive with a fake socket. Disposing of it closes the socket, then `libraries`.
+ */
+export function createNetlinkDeleter(
+  socket: DeleteSocket,
+  libraries?: Disposable,
+): Deleter & Disposable {
+  return new NetlinkDeleter(socket, libraries);
 }
 
 /** How long a deletion batch may hold the event loop before it yields, in ms. */
 const YIELD_EVERY_MS = 20;
+const CLOSED_REASON = "Cannot delete as the netlink deleter is closed";
 
 class NetlinkDeleter implements Deleter, Disposable {
   readonly name = "netlink";
-  readonly #library: Deno.DynamicLibrary<typeof SYMBOLS>;
-  readonly #nfct: Conntrack;
-  readonly #handle: Deno.PointerObject;
-  readonly #errno: Errno;
-  readonly #callback: Deno.UnsafeCallback<{
-    readonly parameters: readonly ["i32", "pointer", "pointer"];
-    readonly result: "i32";
-  }>;
-  // The callback runs synchronously inside nfct_query and leaves what it saw here.
-  #seen: Seen | undefined;
+  readonly #socket: DeleteSocket;
+  readonly #libraries: Disposable | undefined;
+  readonly #buffer = new Uint8Array(64 * 1024);
   #closed = false;
 
-  constructor(
-    library: Deno.DynamicLibrary<typeof SYMBOLS>,
-    handle: Deno.PointerObject,
-    errno: Errno,
-  ) {
-    this.#library = library;
-    this.#nfct = library.symbols;
-    this.#handle = handle;
-    this.#errno = errno;
-    this.#callback = new Deno.UnsafeCallback(
-      { parameters: ["i32", "pointer", "pointer"], result: "i32" } as const,
-      (_type, ct) => {
-        if (ct !== null) this.#seen = this.#read(ct);
-        return NFCT_CB_CONTINUE;
-      },
-    );
-    this.#nfct.nfct_callback_register(handle, NFCT_T_ALL, this.#callback.pointer, null);
+  constructor(socket: DeleteSocket, libraries: Disposable | undefined) {
+    this.#socket = socket;
+    this.#libraries = libraries;
   }
 
   async delete(
-    flows: readonly Flow[],
+    flows: readonly DeleteTarget[],
     signal?: AbortSignal,
     progress?: () => void,
   ): Promise<DeleteOutcome> {
-    const deleted: Flow[] = [];
-    const gone: Flow[] = [];
-    const failed: DeleteFailure[] = [];
+    const outcome: Outcome = { deleted: [], gone: [], failed: [] };
     let yieldedAt = performance.now();
-    for (const flow of flows) {
-      // Each request is synchronous FFI: hand the event loop back now and then, so that SIGTERM
-      // and the probes are served during a batch of tens of thousands of flows.
+    for (let from = 0; from < flows.length; from += DELETES_PER_SEND) {
+      // Each round is synchronous FFI: hand the event loop back now and then, so that SIGTERM and
+      // the probes are served during a batch of tens of thousands of flows.
       if (performance.now() - yieldedAt > YIELD_EVERY_MS) {
         await new Promise((resolve) => setTimeout(resolve, 0));
         yieldedAt = performance.now();
         progress?.();
       }
-      if (this.#closed) {
-        failed.push({ flow, reason: "Cannot delete as the netlink deleter is closed" });
+      const chunk = flows.slice(from, from + DELETES_PER_SEND);
+      const unsent = this.#closed ? CLOSED_REASON : signal?.aborted ? STOPPING_REASON : undefined;
+      if (unsent !== undefined) {
+        for (const flow of chunk) outcome.failed.push({ flow, reason: unsent });
         continue;
       }
-      if (signal?.aborted) {
-        failed.push({ flow, reason: STOPPING_REASON });
-        continue;
-      }
-      const result = this.#deleteOne(flow);
-      if (result === "deleted") deleted.push(flow);
-      else if (result === "gone") gone.push(flow);
-      else failed.push({ flow, reason: result.reason });
+      this.#round(chunk, outcome);
     }
-    return { deleted, gone, failed };
+    return outcome;
   }
 
   [Symbol.dispose](): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#nfct.nfct_callback_unregister(this.#handle);
-    this.#nfct.nfct_close(this.#handle);
-    this.#callback.close();
-    this.#library.close();
-    this.#errno[Symbol.dispose]();
+    this.#socket.close();
+    this.#libraries?.[Symbol.dispose]();
   }
 
-  #deleteOne(flow: Flow): "deleted" | "gone" | { readonly reason: string } {
-    const encoded = encodeFlow(flow);
-    if (encoded.kind === "invalid") return { reason: encoded.reason };
-    const ct = this.#nfct.nfct_new();
-    if (ct === null) return { reason: "Cannot allocate a conntrack object: out of memory" };
-    try {
-      this.#setOriginal(ct, flow, encoded);
-      this.#seen = undefined;
-      if (this.#nfct.nfct_query(this.#handle, NFCT_Q_GET, ct) !== 0) {
-        const code = this.#errno.read();
-        return code === ENOENT ? "gone" : { reason: `Cannot look up flow: ${errnoName(code)}` };
-      }
-      const seen = this.#seen as Seen | undefined;
-      if (seen === undefined) return "gone";
-      if (seen.state !== TCP_CONNTRACK_SYN_SENT || (seen.status & IPS_SEEN_REPLY) !== 0) {
-        return "gone";
-      }
-      // Same original tuple but another reply tuple (NATed since) or zone: not our flow.
-      if (
-        !sameBytes(seen.reply, encoded.reply) || seen.zone !== flow.zone ||
-        seen.origZone !== flow.origZone || seen.replyZone !== flow.replyZone
-      ) return "gone";
-      if (this.#nfct.nfct_query(this.#handle, NFCT_Q_DESTROY, ct) !== 0) {
-        const code = this.#errno.read();
-        return code === ENOENT ? "gone" : { reason: `Cannot delete flow: ${errnoName(code)}` };
-      }
-      return "deleted";
-    } finally {
-      this.#nfct.nfct_destroy(ct);
+  /** One GET per flow, then one DELETE per flow the GET still showed as judged. */
+  #round(flows: readonly DeleteTarget[], outcome: Outcome): void {
+    const asked: DeleteTarget[] = [];
+    for (const flow of flows) {
+      const reason = unencodable(flow);
+      if (reason === undefined) asked.push(flow);
+      else outcome.failed.push({ flow, reason });
     }
-  }
-
-  #setOriginal(ct: Deno.PointerObject, flow: Flow, encoded: EncodedFlow): void {
-    const n = this.#nfct;
-    const v6 = flow.family === "ipv6";
-    n.nfct_set_attr_u8(ct, ATTR.ORIG_L3PROTO, v6 ? AF_INET6 : AF_INET);
-    n.nfct_set_attr_u8(ct, ATTR.ORIG_L4PROTO, IPPROTO_TCP);
-    n.nfct_set_attr(ct, v6 ? ATTR.ORIG_IPV6_SRC : ATTR.ORIG_IPV4_SRC, encoded.src);
-    n.nfct_set_attr(ct, v6 ? ATTR.ORIG_IPV6_DST : ATTR.ORIG_IPV4_DST, encoded.dst);
-    n.nfct_set_attr(ct, ATTR.ORIG_PORT_SRC, encoded.sport);
-    n.nfct_set_attr(ct, ATTR.ORIG_PORT_DST, encoded.dport);
-    // Zones are host byte order in libnetfilter_conntrack, which converts them itself.
-    if (flow.zone !== 0) n.nfct_set_attr_u16(ct, ATTR.ZONE, flow.zone);
-    if (flow.origZone !== undefined) n.nfct_set_attr_u16(ct, ATTR.ORIG_ZONE, flow.origZone);
-    if (flow.replyZone !== undefined) n.nfct_set_attr_u16(ct, ATTR.REPL_ZONE, flow.replyZone);
-  }
-
-  #read(ct: Deno.PointerObject): Seen {
-    const n = this.#nfct;
-    const isSet = (attr: number) => n.nfct_attr_is_set(ct, attr) > 0;
-    const v6 = isSet(ATTR.REPL_IPV6_SRC);
-    const bytes = (attr: number, length: number) => {
-      const pointer = n.nfct_get_attr(ct, attr);
-      return pointer === null
-        ? new Uint8Array(length)
-        : new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(pointer, length).slice(0));
-    };
-    const addressLength = v6 ? 16 : 4;
-    const reply = concatBytes([
-      bytes(v6 ? ATTR.REPL_IPV6_SRC : ATTR.REPL_IPV4_SRC, addressLength),
-      bytes(v6 ? ATTR.REPL_IPV6_DST : ATTR.REPL_IPV4_DST, addressLength),
-      bytes(ATTR.REPL_PORT_SRC, 2),
-      bytes(ATTR.REPL_PORT_DST, 2),
-    ]);
-    return {
-      state: isSet(ATTR.TCP_STATE) ? n.nfct_get_attr_u8(ct, ATTR.TCP_STATE) : -1,
-      status: isSet(ATTR.STATUS) ? n.nfct_get_attr_u32(ct, ATTR.STATUS) : 0,
-      reply,
-      zone: isSet(ATTR.ZONE) ? n.nfct_get_attr_u16(ct, ATTR.ZONE) : 0,
-      origZone: isSet(ATTR.ORIG_ZONE) ? n.nfct_get_attr_u16(ct, ATTR.ORIG_ZONE) : undefined,
-      replyZone: isSet(ATTR.REPL_ZONE) ? n.nfct_get_attr_u16(ct, ATTR.REPL_ZONE) : undefined,
-    };
+    if (asked.length === 0) return;
+    const answers: GetAnswer[] = [];
+    getFlows(this.#socket, asked, Math.floor(Date.now() / 1000), (i, answer) => {
+      answers[i] = answer;
+    }, this.#buffer);
+    const doomed: DeleteTarget[] = [];
+    const entries: DeleteEntry[] = [];
+    asked.forEach((flow, i) => {
+      const verdict = guard(flow, answers[i]);
+      if (verdict.kind === "delete") {
+        doomed.push(flow);
+        entries.push(verdict.id === undefined ? { flow } : { flow, id: verdict.id });
+      } else if (verdict.kind === "gone") {
+        outcome.gone.push(flow);
+      } else {
+        outcome.failed.push({ flow, reason: verdict.reason });
+      }
+    });
+    deleteEntries(this.#socket, entries, (i, answer: DeleteAnswer) => {
+      const flow = doomed[i]!;
+      if (answer.kind === "deleted") outcome.deleted.push(flow);
+      else if (answer.kind === "gone") outcome.gone.push(flow);
+      else outcome.failed.push({ flow, reason: answer.reason });
+    }, this.#buffer);
   }
 }
 
-/** A flow's fields in the byte order netlink wants. */
-type EncodedFlow = {
-  readonly kind: "ok";
-  readonly src: Uint8Array<ArrayBuffer>;
-  readonly dst: Uint8Array<ArrayBuffer>;
-  readonly sport: Uint8Array<ArrayBuffer>;
-  readonly dport: Uint8Array<ArrayBuffer>;
-  /** Reply source, destination, source port, destination port, concatenated. */
-  readonly reply: Uint8Array;
-};
+/** {@link DeleteOutcome}, while it is filled. */
+interface Outcome {
+  readonly deleted: DeleteTarget[];
+  readonly gone: DeleteTarget[];
+  readonly failed: DeleteFailure[];
+}
 
-function encodeFlow(
-  flow: Flow,
-): EncodedFlow | { readonly kind: "invalid"; readonly reason: string } {
+/** What the state guard makes of a GET's answer. */
+type GuardVerdict =
+  | { readonly kind: "delete"; readonly id: number | undefined }
+  | { readonly kind: "gone" }
+  | { readonly kind: "failed"; readonly reason: string };
+
+/**
+ * Delete only the entry that was judged: still an unreplied `SYN_SENT` entry (the GET's reading
+ * is a candidate), of the same reply tuple and zones, and of the same kernel id when the flow
+ * was judged with one. Anything else is not the flow asked for, which is gone.
+ */
+function guard(flow: DeleteTarget, answer: GetAnswer | undefined): GuardVerdict {
+  if (answer === undefined) return { kind: "failed", reason: "Cannot look up flow: no answer" };
+  if (answer.kind === "failed") {
+    return { kind: "failed", reason: `Cannot look up flow: ${answer.reason}` };
+  }
+  if (answer.kind !== "candidate") return { kind: "gone" };
+  const seen = answer.candidate;
+  // Same original tuple but another reply tuple (NATed since) or zone: not our flow.
+  if (
+    !sameTuple(seen.flow.reply, flow.reply, flow.family) || seen.flow.zone !== flow.zone ||
+    seen.flow.origZone !== flow.origZone || seen.flow.replyZone !== flow.replyZone
+  ) return { kind: "gone" };
+  // Another id: the judged entry was deleted and its tuple taken by a new one since.
+  if (flow.id !== undefined && seen.id !== undefined && seen.id !== flow.id) {
+    return { kind: "gone" };
+  }
+  return { kind: "delete", id: seen.id ?? flow.id };
+}
+
+function sameTuple(a: Tuple, b: Tuple, family: Flow["family"]): boolean {
+  return a.sport === b.sport && a.dport === b.dport &&
+    sameAddress(a.src, b.src, family) && sameAddress(a.dst, b.dst, family);
+}
+
+/** Texts of one address compare equal however they are written (IPv6 has several forms). */
+function sameAddress(a: string, b: string, family: Flow["family"]): boolean {
+  if (a === b) return true;
+  const x = addressBytes(a, family);
+  const y = addressBytes(b, family);
+  return x !== undefined && y !== undefined && x.every((byte, i) => byte === y[i]);
+}
+
+/** Why a flow cannot be put into a request, or `undefined` when it can. */
+function unencodable(flow: DeleteTarget): string | undefined {
   const o = flow.original;
   const r = flow.reply;
-  const addresses = [o.src, o.dst, r.src, r.dst].map((a) => addressBytes(a, flow.family));
-  const ports = [o.sport, o.dport, r.sport, r.dport].map(portBytes);
-  const [src, dst, replySrc, replyDst] = addresses;
-  const [sport, dport, replySport, replyDport] = ports;
-  if (src === undefined || dst === undefined || replySrc === undefined || replyDst === undefined) {
-    return { kind: "invalid", reason: `Cannot encode flow as ${flow.family}: ${tupleText(o, r)}` };
-  }
+  // The original tuple is what goes to the kernel; the reply tuple is only compared with the
+  // kernel's, which an address of another family never equals.
   if (
-    sport === undefined || dport === undefined || replySport === undefined ||
-    replyDport === undefined
+    addressBytes(o.src, flow.family) === undefined || addressBytes(o.dst, flow.family) === undefined
   ) {
-    return { kind: "invalid", reason: `Cannot encode flow ports: ${tupleText(o, r)}` };
+    return `Cannot encode flow as ${flow.family}: ${tupleText(o, r)}`;
+  }
+  if ([o.sport, o.dport, r.sport, r.dport].some((p) => !fits(p, 0xffff))) {
+    return `Cannot encode flow ports: ${tupleText(o, r)}`;
   }
   const zones = [flow.zone, flow.origZone ?? 0, flow.replyZone ?? 0];
-  if (zones.some((z) => !Number.isInteger(z) || z < 0 || z > 0xffff)) {
-    return { kind: "invalid", reason: `Cannot encode zone as u16: current value is ${zones}` };
+  if (!zones.every((z) => fits(z, 0xffff))) {
+    return `Cannot encode zone as u16: current value is ${zones}`;
   }
-  const reply = concatBytes([replySrc, replyDst, replySport, replyDport]);
-  return { kind: "ok", src, dst, sport, dport, reply };
+  if (flow.id !== undefined && !fits(flow.id, 0xffffffff)) {
+    return `Cannot encode id as u32: current value is ${flow.id}`;
+  }
+  return undefined;
+}
+
+function fits(value: number, max: number): boolean {
+  return Number.isInteger(value) && value >= 0 && value <= max;
 }
 
 function tupleText(o: Tuple, r: Tuple): string {
   const side = (t: Tuple) => `${hostPort(t.src, t.sport)}>${hostPort(t.dst, t.dport)}`;
   return `current value is ${side(o)} ${side(r)}`;
-}
-
-/**
- * A port in network byte order (big-endian, 2 bytes), or `undefined` when out of range.
- *
- * @example
- * ```ts
- * import { portBytes } from "./netlink_deleter.ts";
- * portBytes(443); // Uint8Array [1, 187]
- * ```
- */
-export function portBytes(port: number): Uint8Array<ArrayBuffer> | undefined {
-  if (!Number.isInteger(port) || port < 0 || port > 0xffff) return undefined;
-  return new Uint8Array([port >> 8, port & 0xff]);
-}
-
-function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-/** The calling thread's errno, read through libc. */
-interface Errno extends Disposable {
-  /** The current errno; -1 when libc could not be loaded. */
-  read(): number;
-}
-
-function openErrno(): Errno {
-  const opened = openLibrary(["libc.so.6"], LIBC_SYMBOLS);
-  if (opened.kind !== "ok") return { read: () => -1, [Symbol.dispose]: () => {} };
-  const libc = opened.library;
-  return {
-    read: () => {
-      const pointer = libc.symbols.__errno_location();
-      return pointer === null ? -1 : new Deno.UnsafePointerView(pointer).getInt32();
-    },
-    [Symbol.dispose]: () => libc.close(),
-  };
 }
