@@ -6,8 +6,8 @@
  * carries the kernel's cost of building and queueing events, so the difference between the modes
  * there is the kernel's extra cost of delivering them.
  *
- * CLI: `deno run -A bench/events_churn_cpu.ts [--window S] RATE...` (default window 20 s, rates
- * 1000). Needs root.
+ * CLI: `deno run -A bench/events_churn_cpu.ts [--window S] [--modes none,events,dump] RATE...`
+ * (default window 20 s, all three modes, rate 1000). Needs root.
  *
  * @module
  */
@@ -44,9 +44,11 @@ function agent(tracking: string): string[] {
 
 const args = [...Deno.args];
 const windowS = option(args, "--window", 20);
+const modesAt = args.indexOf("--modes");
+const modes = modesAt < 0 ? ["none", "events", "dump"] : args.splice(modesAt, 2)[1]!.split(",");
 const rates = args.length > 0 ? args.map(Number) : [1000];
 for (const rate of rates) {
-  for (const tracking of ["none", "events", "dump"]) {
+  for (const tracking of modes) {
     await using ns = await createNetns(denoSpawn, "bench-churn");
     await inNetns(
       denoSpawn,

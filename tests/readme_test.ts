@@ -44,3 +44,29 @@ Deno.test("README gives the quick start commands CI and newcomers use", () => {
   assert.match(readme, /deno task demo/);
   assert.match(readme, /deno task test/);
 });
+
+Deno.test("README's tree of lib/ names every file and folder of lib/, and nothing else", () => {
+  const section = readme.slice(readme.indexOf("## Development"));
+  const start = section.indexOf("```\nlib/");
+  const tree = section.slice(start, section.indexOf("```", start + 3));
+  // A tree line starts with a folder (`name/`) or one or more files (`a.ts, b.ts`).
+  const named = new Set(
+    tree.split("\n").flatMap((line) => {
+      const head = /^\s*(\w+\/|[\w.]+\.ts(?:, [\w.]+\.ts)*)/.exec(line)?.[1];
+      return head === undefined ? [] : head.split(", ");
+    }),
+  );
+  const actual = new Set<string>();
+  const walk = (dir: URL) => {
+    for (const entry of Deno.readDirSync(dir)) {
+      if (entry.isDirectory) {
+        actual.add(`${entry.name}/`);
+        walk(new URL(`${entry.name}/`, dir));
+      } else if (entry.name.endsWith(".ts")) actual.add(entry.name);
+    }
+  };
+  walk(new URL("../lib/", import.meta.url));
+  actual.add("lib/");
+  assert.deepEqual([...actual].filter((name) => !named.has(name)).sort(), [], "missing in README");
+  assert.deepEqual([...named].filter((name) => !actual.has(name)).sort(), [], "gone from lib/");
+});

@@ -12,7 +12,14 @@
  * @module
  */
 import { parseAddress } from "../../core/cidr.ts";
-import { AF_INET, AF_INET6, errnoName, IPPROTO_TCP, readDumpBuffer } from "./ctnetlink.ts";
+import {
+  AF_INET,
+  AF_INET6,
+  errnoName,
+  IPPROTO_TCP,
+  IPS_SEEN_REPLY,
+  readDumpBuffer,
+} from "./ctnetlink.ts";
 import type { Candidate, Flow } from "../../core/flow.ts";
 import type { RawNetlinkSocket } from "./netlink_socket_ffi.ts";
 
@@ -21,6 +28,8 @@ const NFGENMSG = 4;
 const NLM_F_REQUEST = 0x1;
 const NLMSG_ERROR = 2;
 const CT_GET = (1 << 8) | 1;
+const CT_NEW = (1 << 8) | 0;
+const CTA_STATUS = 3;
 const NLA_F_NESTED = 0x8000;
 const CTA_TUPLE_ORIG = 1;
 const CTA_ZONE = 18;
@@ -205,6 +214,10 @@ export function readGetAnswers(
             : { kind: "failed", reason: `netlink GET failed: ${errnoName(errno)}` },
         });
       }
+    } else if (type === CT_NEW && repliedStatus(view, at + NLMSG_HEADER + NFGENMSG, at + size)) {
+      // Most answers under churn are for connections that got their reply: say so without
+      // reading the whole entry.
+      out.push({ seq, answer: { kind: "moved-on" } });
     } else {
       const read = readDumpBuffer(bytes.subarray(at, at + size), size, seq, nowSeconds);
       if (read.kind === "error") {
@@ -226,6 +239,19 @@ export function readGetAnswers(
     at += (size + 3) & ~3;
   }
   return out;
+}
+
+/** Whether the entry's top-level `CTA_STATUS` says it saw a reply; false when it has none. */
+function repliedStatus(view: DataView, from: number, to: number): boolean {
+  for (let at = from; at + 8 <= to;) {
+    const len = view.getUint16(at, true);
+    if (len < 4 || at + len > to) return false;
+    if ((view.getUint16(at + 2, true) & 0x3fff) === CTA_STATUS) {
+      return (view.getUint32(at + 4, false) & IPS_SEEN_REPLY) !== 0;
+    }
+    at += (len + 3) & ~3;
+  }
+  return false;
 }
 
 /** How many GETs go in one datagram: their answers must fit the socket's receive buffer. */
