@@ -2,7 +2,8 @@
  * Bench helper, run inside a namespace: subscribes to the conntrack event groups of argument 1
  * (comma-separated: new, update, destroy), with the kernel filter keeping TCP towards the block of
  * argument 3 ("-" for no filter), reads events for argument 2 seconds and prints, as JSON, what it
- * read and the CPU seconds it used: `{ counts, cpuSeconds }`.
+ * read and the CPU seconds it used: `{ counts, cpuSeconds }`. `BATCH_DELAY_MS` sets the reader's
+ * batch delay (default 100 ms).
  *
  * @module
  */

@@ -1,56 +1,19 @@
 import assert from "node:assert/strict";
 import { dumpRequest, readDumpBuffer } from "../lib/table/netlink/ctnetlink.ts";
+import {
+  type Attr,
+  attrs as encodeAttrs,
+  be16,
+  be32,
+  concat,
+  message as build,
+  nfgen,
+  u8,
+  v4,
+} from "./support/netlink_messages.ts";
 
-// A small builder of the kernel's answer: netlink messages of nested attributes.
-
-type Attr = readonly [type: number, value: Uint8Array | readonly Attr[]];
-
-function encode(attrs: readonly Attr[]): Uint8Array {
-  const parts: Uint8Array[] = [];
-  for (const [type, value] of attrs) {
-    const body = value instanceof Uint8Array ? value : encode(value);
-    const out = new Uint8Array((4 + body.length + 3) & ~3);
-    const view = new DataView(out.buffer);
-    view.setUint16(0, 4 + body.length, true);
-    view.setUint16(2, value instanceof Uint8Array ? type : type | 0x8000, true);
-    out.set(body, 4);
-    parts.push(out);
-  }
-  return concat(parts);
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-const be32 = (n: number) => {
-  const b = new Uint8Array(4);
-  new DataView(b.buffer).setUint32(0, n, false);
-  return b;
-};
-const be16 = (n: number) => {
-  const b = new Uint8Array(2);
-  new DataView(b.buffer).setUint16(0, n, false);
-  return b;
-};
-const u8 = (n: number) => Uint8Array.of(n);
-const v4 = (text: string) => Uint8Array.from(text.split(".").map(Number));
-
-function message(type: number, seq: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(16 + payload.length);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, out.length, true);
-  view.setUint16(4, type, true);
-  view.setUint32(8, seq, true);
-  out.set(payload, 16);
-  return out;
-}
+/** A message of the kernel's answer: no flags. */
+const message = (type: number, seq: number, payload: Uint8Array) => build(type, 0, seq, payload);
 
 const CT_NEW = 0x100;
 const SEQ = 42;
@@ -78,7 +41,7 @@ function entry(options: {
     [4, [[1, [[1, u8(options.state ?? 1)]]]]],
     ...(options.extra ?? []),
   ];
-  return message(CT_NEW, SEQ, concat([Uint8Array.of(2, 0, 0, 0), encode(attrs)]));
+  return message(CT_NEW, SEQ, concat([nfgen(2), encodeAttrs(attrs)]));
 }
 
 const done = () => message(3, SEQ, new Uint8Array(4));

@@ -8,12 +8,12 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { parseAllDocuments } from "yaml";
 import { DaemonSet } from "kubernetes-models/apps/v1/DaemonSet";
 import { ServiceAccount } from "kubernetes-models/v1/ServiceAccount";
 import { OPTIONS } from "../lib/operator/command_line.ts";
 import { runToEnd } from "../lib/seams/spawn.ts";
 import { runChecked } from "./support/run_checked.ts";
+import { at, isObject, type Json, loadYamlDocuments } from "./support/manifest.ts";
 import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import { VERSION } from "../lib/version.ts";
 
@@ -28,36 +28,8 @@ const MODELS: Readonly<Record<string, ModelClass>> = {
   "apps/v1/DaemonSet": DaemonSet as unknown as ModelClass,
 };
 
-type Json = Record<string, unknown>;
-
-async function loadObjects(): Promise<readonly Json[]> {
-  const docs = parseAllDocuments(await Deno.readTextFile(MANIFEST));
-  if (!Array.isArray(docs)) throw new SyntaxError(`Cannot parse ${MANIFEST}: empty stream`);
-  return docs.map((doc, i) => {
-    assert.deepEqual(doc.errors, [], `YAML document ${i + 1} has errors`);
-    const value: unknown = doc.toJS();
-    assert.ok(isObject(value), `YAML document ${i + 1} is not a mapping`);
-    return value;
-  });
-}
-
-function isObject(value: unknown): value is Json {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-/** Follows a path of keys and indexes; throws with the path when a step is missing. */
-function at(value: unknown, ...path: readonly (string | number)[]): unknown {
-  let here = value;
-  for (const [i, key] of path.entries()) {
-    const next = typeof key === "number"
-      ? (Array.isArray(here) ? here[key] : undefined)
-      : (isObject(here) ? here[key] : undefined);
-    if (next === undefined) {
-      throw new TypeError(`Cannot read ${path.slice(0, i + 1).join(".")}: it is missing`);
-    }
-    here = next;
-  }
-  return here;
+function loadObjects(): Promise<readonly Json[]> {
+  return loadYamlDocuments(MANIFEST);
 }
 
 /** Validates one object with the model for its apiVersion and kind. */

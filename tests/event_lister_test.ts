@@ -4,7 +4,11 @@ import { flowKey } from "../lib/core/flow.ts";
 import type { Dump, Lister, ListOptions } from "../lib/table/lister.ts";
 import type { EventCounts, EventSink } from "../lib/table/netlink/ct_events.ts";
 import type { GetAnswer } from "../lib/table/netlink/ct_get.ts";
-import { EventLister, type EventSource } from "../lib/table/netlink/event_lister.ts";
+import {
+  EventLister,
+  type EventSource,
+  openEventLister,
+} from "../lib/table/netlink/event_lister.ts";
 
 function candidate(sport: number, timeout = 110): Candidate {
   const flow: Flow = {
@@ -236,4 +240,18 @@ Deno.test("EventLister.list() tells a standing reason to dump once, not every pe
   world.lost = true;
   await list();
   assert.deepEqual(told, ["start", "too many", "lost events"]);
+});
+
+Deno.test("openEventLister() keeps to dumps where nf_conntrack_events is 0", () => {
+  const world = new World();
+  const opened = openEventLister({
+    dump: world.dump,
+    destinations: [],
+    monotonicMs: () => 0,
+    eventsSysctl: () => "0",
+  });
+  assert.deepEqual(opened, {
+    kind: "unavailable",
+    reason: "net.netfilter.nf_conntrack_events is 0",
+  });
 });

@@ -12,6 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { parse, parseAllDocuments } from "yaml";
+import { at, type Json, loadYaml } from "./support/manifest.ts";
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { createMetrics } from "../lib/operator/metrics.ts";
 import {
@@ -22,40 +23,13 @@ import {
 import { type OpenApiSchema, validateAgainstSchema } from "./openapi.ts";
 import { promtool, promtoolMissing } from "./promtool.ts";
 
-type Json = Record<string, unknown>;
-
 const ROOT = new URL("..", import.meta.url);
 const PODMONITOR = new URL("deploy/monitoring/podmonitor.yaml", ROOT);
 const RULES_TEST = new URL("deploy/monitoring/prometheus/conntrack-cleaner.rules_test.yml", ROOT);
 const DAEMONSET = new URL("conntrack-cleaner-agent.yaml", ROOT);
 
-async function loadYaml(url: URL): Promise<Json> {
-  const value: unknown = parse(await Deno.readTextFile(url));
-  assert.ok(isObject(value), `${url.pathname} is not a mapping`);
-  return value;
-}
-
 async function loadSchema(kind: "podmonitor" | "prometheusrule"): Promise<OpenApiSchema> {
   return await loadYaml(new URL(`fixtures/crd/${kind}.v1.schema.yaml`, import.meta.url));
-}
-
-function isObject(value: unknown): value is Json {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-/** Follows a path of keys and indexes; throws with the path when a step is missing. */
-function at(value: unknown, ...path: readonly (string | number)[]): unknown {
-  let here = value;
-  for (const [i, key] of path.entries()) {
-    const next = typeof key === "number"
-      ? (Array.isArray(here) ? here[key] : undefined)
-      : (isObject(here) ? here[key] : undefined);
-    if (next === undefined) {
-      throw new TypeError(`Cannot read ${path.slice(0, i + 1).join(".")}: it is missing`);
-    }
-    here = next;
-  }
-  return here;
 }
 
 /**

@@ -131,6 +131,35 @@ function retries(createdAt: number, every: number, until: number): number[] {
   return times;
 }
 
+/** One dump as the tracker saw the client's entry in it. */
+interface TrackedRead {
+  /** When the dump printed the entry. */
+  readonly readAt: number;
+  /** The tracker's verdict on it. */
+  readonly verdict: Assessment["verdict"];
+  /** Renewals the entry really had since the first read. */
+  readonly real: number;
+}
+
+/**
+ * Reads the client's entry in each dump with the timer the kernel would print then, has the
+ * tracker assess it, and yields that with the renewals the entry really had since the first read.
+ */
+function* trackedReads(
+  entry: SimulatedEntry,
+  tracker: Tracker,
+  dumps: Iterable<SimulatedDump>,
+): Generator<TrackedRead> {
+  let firstRead: number | undefined;
+  for (const { window, readAt } of dumps) {
+    const timer = entry.printedTimer(readAt);
+    assert.ok(timer !== undefined);
+    firstRead ??= readAt;
+    const verdict = only(tracker.assess([candidateOf(CLIENT, timer)], window)).verdict;
+    yield { readAt, verdict, real: entry.renewalsUntil(readAt) - entry.renewalsUntil(firstRead) };
+  }
+}
+
 const PERIODS = [100, 1000, 5000] as const;
 
 // ---------------------------------------------------------------------------------------------
@@ -215,13 +244,8 @@ Deno.test("Tracker.assess() never counts more renewals than the kernel made (pro
         firstStart: createdAt + random() * 1000,
         until: createdAt + 100_000,
       });
-      let firstRead: number | undefined;
-      for (const { window, readAt } of dumps) {
-        const timer = entry.printedTimer(readAt);
-        assert.ok(timer !== undefined);
-        firstRead ??= readAt;
-        const counted = only(tracker.assess([candidateOf(CLIENT, timer)], window)).verdict.renewals;
-        const real = entry.renewalsUntil(readAt) - entry.renewalsUntil(firstRead);
+      for (const { verdict, real } of trackedReads(entry, tracker, dumps)) {
+        const counted = verdict.renewals;
         assert.ok(counted <= real, `seed ${seed}, period ${period} ms: ${counted} > ${real}`);
       }
     }
@@ -242,12 +266,9 @@ Deno.test("Tracker.assess() deletes after exactly threshold+1 renewals at 1 s wi
     const verdicts: Assessment["verdict"][] = [];
     let firstRead: number | undefined;
     let lastRead = 0;
-    for (const { window, readAt } of dumps) {
-      const timer = entry.printedTimer(readAt);
-      assert.ok(timer !== undefined);
+    for (const { readAt, verdict } of trackedReads(entry, tracker, dumps)) {
       firstRead ??= readAt;
       lastRead = readAt;
-      const verdict = only(tracker.assess([candidateOf(CLIENT, timer)], window)).verdict;
       verdicts.push(verdict);
       if (verdict.kind === "delete") break;
     }
@@ -282,13 +303,9 @@ Deno.test("Tracker.assess() misses renewals when dumps are scheduled start-to-st
   });
   let counted = 0;
   let real = 0;
-  let firstRead: number | undefined;
-  for (const { window, readAt } of dumps) {
-    const timer = entry.printedTimer(readAt);
-    assert.ok(timer !== undefined);
-    firstRead ??= readAt;
-    counted = only(tracker.assess([candidateOf(CLIENT, timer)], window)).verdict.renewals;
-    real = entry.renewalsUntil(readAt) - entry.renewalsUntil(firstRead);
+  for (const read of trackedReads(entry, tracker, dumps)) {
+    counted = read.verdict.renewals;
+    real = read.real;
   }
   assert.ok(real >= 28, `real ${real}`);
   assert.ok(counted <= real / 2 + 1, `counted ${counted} of ${real}`);
@@ -309,13 +326,9 @@ Deno.test("Tracker.assess() sees nearly every renewal 1.2 s apart at a 100 ms pe
     });
     let counted = 0;
     let real = 0;
-    let firstRead: number | undefined;
-    for (const { window, readAt } of dumps) {
-      const timer = entry.printedTimer(readAt);
-      assert.ok(timer !== undefined);
-      firstRead ??= readAt;
-      counted = only(tracker.assess([candidateOf(CLIENT, timer)], window)).verdict.renewals;
-      real = entry.renewalsUntil(readAt) - entry.renewalsUntil(firstRead);
+    for (const read of trackedReads(entry, tracker, dumps)) {
+      counted = read.verdict.renewals;
+      real = read.real;
     }
     assert.ok(counted >= real - 1 && counted <= real, `seed ${seed}: ${counted} of ${real}`);
   }

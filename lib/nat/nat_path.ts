@@ -10,6 +10,7 @@
  * @module
  */
 import type { Family } from "../core/flow.ts";
+import type { NatAnswer, NatTarget } from "../core/nat_rule.ts";
 
 /** The first packet of a flow, as the nat table's PREROUTING hook would see it. */
 export interface NatPacket {
@@ -25,40 +26,22 @@ export interface NatPacket {
   readonly dport: number;
 }
 
-/** One DNAT target: the address and port a translated packet is sent to. */
-export interface NatEndpoint {
-  /** The target address, as conntrack would print it in the reply tuple's source. */
-  readonly address: string;
-  /** The target port. */
-  readonly port: number;
-}
+/**
+ * One DNAT target: the address and port a translated packet is sent to. The same type as the
+ * tracker's {@link NatTarget}, so a verdict passes to the tracker as it is.
+ */
+export type NatEndpoint = NatTarget;
 
 /**
- * What the ruleset does with a packet.
+ * What the ruleset does with a packet: the tracker's {@link NatAnswer}, as the evaluators reach it.
  * - `dnat`: some path from PREROUTING ends in a DNAT; `endpoints` holds every target any such
  *   path can pick (probability and round-robin matches count: each target is reachable).
  * - `none`: every path ends without translation (falls through to the policy, RETURNs, or ends in
  *   DROP/REJECT before any DNAT).
- * - `unknown`: a match on a path could not be evaluated; `rule` is that rule's text, for one debug
- *   line. Unknown never condemns an entry.
+ * - `unknown`: a match on a path could not be evaluated; `rule` is the text of the first such
+ *   rule, for one debug line. Unknown never condemns an entry.
  */
-export type NatPathVerdict =
-  | {
-    /** Translated. */
-    readonly kind: "dnat";
-    /** Every endpoint a translating path can choose; never empty. */
-    readonly endpoints: readonly NatEndpoint[];
-  }
-  | {
-    /** Not translated. */
-    readonly kind: "none";
-  }
-  | {
-    /** Cannot tell. */
-    readonly kind: "unknown";
-    /** The text of the first rule whose match could not be evaluated. */
-    readonly rule: string;
-  };
+export type NatPathVerdict = NatAnswer;
 
 /** What the evaluation may need to know about the node itself. */
 export interface NodeFacts {

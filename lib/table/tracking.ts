@@ -131,7 +131,9 @@ export function openEventTracking(options: TrackingOptions): EventListerOpen {
 
 /**
  * Logs a resync: lost events as a warning (the socket's buffer is too small for the node's
- * bursts), other unplanned ones as information, the planned ones (start, period) at debug.
+ * bursts), a failed round as information, the planned or standing ones (start, period, too many
+ * entries to ask about one by one, GETs dearer than a dump) at debug, since under churn they can
+ * come and go every few periods.
  */
 export function logResync(logger: Logger, reason: ResyncReason): void {
   switch (reason) {
@@ -139,9 +141,9 @@ export function logResync(logger: Logger, reason: ResyncReason): void {
       logger.warn("conntrack events were lost; resyncing with a dump", { reason });
       return;
     case "failed round":
-    case "too many":
       logger.info("resyncing with a dump", { reason });
       return;
+    case "too many":
     case "start":
     case "period":
     case "cheaper":

@@ -7,14 +7,15 @@
 import assert from "node:assert/strict";
 import {
   agentCommand,
-  BASE_FLAGS,
   createBed,
+  deletionRecord,
   e2eTest,
   holdEstablishedFlow,
   isStale,
   listingCostMs,
   namesStuckFlow,
   RETRY_MS,
+  scenarioFlags,
   SLACK_MS,
   stuckClient,
   timeToConnect,
@@ -31,15 +32,10 @@ e2eTest(
     const cost = await listingCostMs(bed);
     await using held = await holdEstablishedFlow(bed, "ipv4");
     await using stuck = await stuckClient(bed, "ipv4");
-    await using agent = await bed.startAgent(command, [
-      ...BASE_FLAGS,
-      "--dump-frequency",
-      `${PERIOD_MS}ms`,
-      "--unreplied-max-age",
-      `${MAX_AGE_MS / 1000}s`,
-      "--nat-source",
-      "off",
-    ]);
+    await using agent = await bed.startAgent(
+      command,
+      scenarioFlags({ periodMs: PERIOD_MS, maxAge: `${MAX_AGE_MS / 1000}s`, natSource: "off" }),
+    );
     const since = performance.now();
     const took = await timeToConnect(
       stuck.client,
@@ -47,11 +43,7 @@ e2eTest(
       MAX_AGE_MS + PERIOD_MS + cost + RETRY_MS + SLACK_MS,
       agent,
     );
-    const deletion = await agent.waitFor(
-      (r) => r.message === "deleted stale flow" && namesStuckFlow(r, "ipv4"),
-      1000,
-      "the deletion log line",
-    );
+    const deletion = await deletionRecord(agent, (r) => namesStuckFlow(r, "ipv4"));
     assert.equal(deletion.properties["rule"], "age");
     // This kernel never renewed the timer while the client retried: age alone did it.
     assert.equal(deletion.properties["renewals"], 0);

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { ADDRESSES, BACKEND_PORT, type ConntrackEntry, SERVICE_PORT } from "./testbed.ts";
-import { agentCommand, BASE_FLAGS, createBed, e2eTest, holdEstablishedFlow } from "./harness.ts";
+import { agentCommand, createBed, e2eTest, holdEstablishedFlow, scenarioFlags } from "./harness.ts";
 
 const PERIOD_MS = 1000;
 const ESTABLISHED = 1000;
@@ -68,15 +68,10 @@ e2eTest(
     assert.equal(ids.size, ESTABLISHED);
     assert.equal(before.filter(isStaleBulk).filter((e) => e.candidate).length, STALE);
 
-    await using agent = await bed.startAgent(command, [
-      ...BASE_FLAGS,
-      "--dump-frequency",
-      `${PERIOD_MS}ms`,
-      "--unreplied-max-age",
-      "2s",
-      "--nat-source",
-      "off",
-    ]);
+    await using agent = await bed.startAgent(
+      command,
+      scenarioFlags({ periodMs: PERIOD_MS, maxAge: "2s", natSource: "off" }),
+    );
     const deleted = () => agent.records.filter((r) => r.message === "deleted stale flow");
     await agent.waitFor(() => deleted().length >= STALE, 30_000, `${STALE} deletion log lines`);
     // One more period: anything a later cycle would still delete shows up here.

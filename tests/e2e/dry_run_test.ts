@@ -7,12 +7,12 @@
 import assert from "node:assert/strict";
 import {
   agentCommand,
-  BASE_FLAGS,
   createBed,
   e2eTest,
   holdEstablishedFlow,
   isStale,
   namesStuckFlow,
+  scenarioFlags,
   sleep,
   stuckClient,
 } from "./harness.ts";
@@ -22,16 +22,10 @@ e2eTest("dry run logs the stale flow, leaves its entry and the client stuck", as
   await using bed = await createBed();
   await using held = await holdEstablishedFlow(bed, "ipv4");
   await using stuck = await stuckClient(bed, "ipv4");
-  await using agent = await bed.startAgent(command, [
-    ...BASE_FLAGS,
-    "--dry-run",
-    "--dump-frequency",
-    "1s",
-    "--unreplied-max-age",
-    "2s",
-    "--nat-source",
-    "off",
-  ]);
+  await using agent = await bed.startAgent(
+    command,
+    scenarioFlags({ periodMs: 1000, maxAge: "2s", natSource: "off" }, "--dry-run"),
+  );
   const record = await agent.waitFor(
     (r) => r.message.startsWith("would delete stale flow") && namesStuckFlow(r, "ipv4"),
     10_000,

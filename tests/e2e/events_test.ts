@@ -202,3 +202,31 @@ e2eTest(
     console.log(`ipv4: through ${Math.round(took)} ms after the rule`);
   },
 );
+
+e2eTest(
+  "auto tracking keeps to dumps on a node whose conntrack events are off, and says so once",
+  async () => {
+    const command = await agentCommand();
+    await using bed = await createBed();
+    const off = await bed.exec("node", ["sysctl", "-qw", "net.netfilter.nf_conntrack_events=0"]);
+    assert.equal(off.code, 0, off.stderr);
+    await using agent = await bed.startAgent(command, [
+      ...BASE_FLAGS,
+      "--dump-frequency",
+      `${PERIOD_MS}ms`,
+      "--unreplied-max-age",
+      `${MAX_AGE_MS / 1000}s`,
+      "--nat-source",
+      "off",
+    ]);
+    const chosen = await agent.waitFor(
+      (r) => r.message.startsWith("conntrack events unavailable"),
+      5000,
+      "the fallback log line",
+    );
+    assert.equal(chosen.properties["reason"], "net.netfilter.nf_conntrack_events is 0");
+    await using stuck = await stuckClient(bed, "ipv4");
+    await timeToConnect(stuck.client, performance.now(), MAX_AGE_MS + 2 * PERIOD_MS + SLACK_MS);
+    await deletedBy(agent, "ipv4", "age");
+  },
+);

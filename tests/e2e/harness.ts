@@ -75,6 +75,41 @@ export function agentCommand(): Promise<AgentCommand> {
 /** Flags every scenario gives the agent: JSON logs, no metrics listener. */
 export const BASE_FLAGS: readonly string[] = ["--log-format", "json", "--metrics-address", ""];
 
+/** The rules of one scenario's agent, as {@link scenarioFlags} turns them into flags. */
+export interface ScenarioRules {
+  /** `--dump-frequency`, in ms. */
+  readonly periodMs: number;
+  /** `--unreplied-max-age`, as the flag takes it (`"0"` turns the age rule off). */
+  readonly maxAge: string;
+  /** `--nat-source` (`"off"` turns the nat rule off). */
+  readonly natSource: string;
+}
+
+/** {@link BASE_FLAGS}, a scenario's rules, then any `extra` flags. */
+export function scenarioFlags(rules: ScenarioRules, ...extra: readonly string[]): string[] {
+  return [
+    ...BASE_FLAGS,
+    ...["--dump-frequency", `${rules.periodMs}ms`, "--unreplied-max-age", rules.maxAge],
+    ...["--nat-source", rules.natSource],
+    ...extra,
+  ];
+}
+
+/**
+ * Waits up to a second for the agent's log line deleting the flow that `matches` (by default the
+ * stuck client's), once the client got through.
+ */
+export function deletionRecord(
+  agent: AgentProcess,
+  matches: (record: AgentLogRecord) => boolean,
+): Promise<AgentLogRecord> {
+  return agent.waitFor(
+    (r) => r.message === "deleted stale flow" && matches(r),
+    1000,
+    "the deletion log line",
+  );
+}
+
 /** The long-lived ESTABLISHED flow and how to check it survived. */
 export interface HeldFlow extends AsyncDisposable {
   /** Its conntrack entry when it was set up. */
@@ -133,12 +168,7 @@ export interface StuckClient extends AsyncDisposable {
  */
 export async function stuckClient(bed: Testbed, family: Family): Promise<StuckClient> {
   const client = await bed.startClient(family, { sport: CLIENT_PORT, timeoutMs: RETRY_MS });
-  const stale = await bed.waitForEntry(
-    (e) => isStale(e, family),
-    5000,
-    `the client's SYN_SENT entry from port ${CLIENT_PORT}`,
-  );
-  assert.ok(stale.candidate, `the tokenizer does not see ${stale.line} as a candidate`);
+  const stale = await waitForStale(bed, family);
   await bed.addServiceDnat(family, { style: "kube" });
   return {
     client,
@@ -147,6 +177,20 @@ export async function stuckClient(bed: Testbed, family: Family): Promise<StuckCl
       await client.stop();
     },
   };
+}
+
+/**
+ * Waits for the retrying client's un-NATed `SYN_SENT` entry on the node and checks the tokenizer
+ * sees it as a candidate.
+ */
+export async function waitForStale(bed: Testbed, family: Family): Promise<ConntrackEntry> {
+  const stale = await bed.waitForEntry(
+    (e) => isStale(e, family),
+    5000,
+    `the client's SYN_SENT entry from port ${CLIENT_PORT}`,
+  );
+  assert.ok(stale.candidate, `the tokenizer does not see ${stale.line} as a candidate`);
+  return stale;
 }
 
 /** Whether an entry is the stuck client's stale one. */

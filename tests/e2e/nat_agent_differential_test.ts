@@ -17,7 +17,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { Family, Flow } from "../../lib/core/flow.ts";
+import type { Flow } from "../../lib/core/flow.ts";
 import { flowKey } from "../../lib/core/flow.ts";
 import { Tracker } from "../../lib/core/tracker.ts";
 import { createNatReader } from "../../lib/nat/nat_reader.ts";
@@ -31,17 +31,13 @@ import {
   CLIENTS as IPTABLES_CLIENTS,
   destinationsOf,
   DifferentialBed,
+  type Probe,
   readFixturePair,
 } from "./nat_differential.ts";
-import { CLIENTS as NFT_CLIENTS, NftablesBed, NODE_ADDRESSES } from "./nftables_bed.ts";
+import { CLIENTS as NFT_CLIENTS, NftablesBed, tableDestinations } from "./nftables_bed.ts";
 
 /** One SYN and what the kernel did with it. */
-interface Pair {
-  readonly family: Family;
-  readonly src: string;
-  readonly sport: number;
-  readonly dst: string;
-  readonly dport: number;
+interface Pair extends Probe {
   /** The endpoint the kernel translated it to, or undefined when it did not. */
   readonly endpoint?: { readonly address: string; readonly port: number };
 }
@@ -193,32 +189,6 @@ e2eTest(
 
 const NFT_FIXTURES = ["overall-v1.29", "overall-v1.31", "overall-v1.36", "local-endpoints-v1.31"];
 
-/** Every TCP destination a kube-proxy nftables table names, NodePorts on the node's addresses. */
-function nftDestinations(json: string, family: Family): [string, number][] {
-  const found = new Map<string, [string, number]>();
-  const doc = JSON.parse(json) as { nftables: Record<string, Record<string, unknown>>[] };
-  for (const object of doc.nftables) {
-    const body = object.map ?? object.set;
-    if (!body || !Array.isArray(body.elem)) continue;
-    for (const element of body.elem as unknown[]) {
-      const raw = object.map ? (element as unknown[])[0] : element;
-      const key = (raw as { elem?: { val: unknown } }).elem?.val ?? raw;
-      const parts = (key as { concat?: unknown[] }).concat ?? [key];
-      if (["service-ips", "no-endpoint-services", "firewall-ips"].includes(String(body.name))) {
-        if (parts[1] === "tcp") {
-          found.set(`${parts[0]} ${parts[2]}`, [String(parts[0]), Number(parts[2])]);
-        }
-      } else if (["service-nodeports", "no-endpoint-nodeports"].includes(String(body.name))) {
-        if (parts[0] !== "tcp") continue;
-        for (const node of NODE_ADDRESSES[family]) {
-          found.set(`${node} ${parts[1]}`, [node, Number(parts[1])]);
-        }
-      }
-    }
-  }
-  return [...found.values()];
-}
-
 e2eTest(
   "the agent's nat verdicts agree with the kernel on kube-proxy's nftables rules",
   async () => {
@@ -243,7 +213,7 @@ e2eTest(
       const pairs: Pair[] = [];
       for (const family of ["ipv4", "ipv6"] as const) {
         const json = await bed.listTable(family);
-        for (const [dst, dport] of nftDestinations(json, family)) {
+        for (const [dst, dport] of tableDestinations(json, family)) {
           for (const src of Object.values(NFT_CLIENTS[family])) {
             pairs.push({ family, src, sport: 20000 + pairs.length, dst, dport });
           }

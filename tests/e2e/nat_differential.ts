@@ -22,7 +22,9 @@
 import type { Family } from "../../lib/core/flow.ts";
 import { runToEnd } from "../../lib/seams/spawn.ts";
 import type { CommandOutput, SpawnCommand } from "../../lib/seams/spawn.ts";
-import { parseConntrackLine } from "./testbed.ts";
+import { type Host, parseConntrackLine } from "./testbed.ts";
+import { killNamespace, namespaceTag } from "./testbed/namespaces.ts";
+import { builtOrDisposed, hostNames, wireVethChain } from "./testbed/veth_chain.ts";
 
 /** The project root. */
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
@@ -148,12 +150,12 @@ export function destinationsOf(fixture: RulesetFixture): readonly (readonly [str
 /** The three namespaces, wired for both families; dispose to delete them. */
 export class DifferentialBed implements AsyncDisposable {
   readonly #spawn: SpawnCommand;
-  readonly #names: Readonly<Record<"client" | "node" | "backend", string>>;
+  readonly #names: Readonly<Record<Host, string>>;
   #nodeAddresses: readonly { readonly family: Family; readonly address: string }[] = [];
 
-  private constructor(spawn: SpawnCommand, tag: string) {
+  private constructor(spawn: SpawnCommand, names: Readonly<Record<Host, string>>) {
     this.#spawn = spawn;
-    this.#names = { client: `${tag}-client`, node: `${tag}-node`, backend: `${tag}-backend` };
+    this.#names = names;
   }
 
   /**
@@ -161,111 +163,33 @@ export class DifferentialBed implements AsyncDisposable {
    * interrupted run's namespaces are swept by the next testbed. Removes what it made on failure.
    */
   static async create(spawn: SpawnCommand): Promise<DifferentialBed> {
-    const hex = crypto.getRandomValues(new Uint8Array(4));
-    const tag = `cct-${Deno.pid}-${[...hex].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
-    const bed = new DifferentialBed(spawn, tag);
-    try {
-      await bed.#build();
-    } catch (error) {
-      await bed[Symbol.asyncDispose]();
-      throw error;
-    }
-    return bed;
+    const bed = new DifferentialBed(spawn, hostNames(namespaceTag()));
+    return await builtOrDisposed(bed, () => bed.#build());
   }
 
   async #build(): Promise<void> {
-    const { client, node, backend } = this.#names;
-    for (const name of [client, node, backend]) await this.#host(["ip", "netns", "add", name]);
-    await this.#host([
-      "ip",
-      "-n",
-      client,
-      "link",
-      "add",
-      "c0",
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "n0",
-      "netns",
-      node,
-    ]);
-    await this.#host([
-      "ip",
-      "-n",
-      node,
-      "link",
-      "add",
-      "n1",
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "b0",
-      "netns",
-      backend,
-    ]);
-    await this.run("node", [
-      "sysctl",
-      "-qw",
-      "net.ipv4.ip_forward=1",
-      "net.ipv6.conf.all.forwarding=1",
+    await wireVethChain(this.#spawn, this.#names, [
       "net.ipv4.conf.all.rp_filter=0",
       "net.ipv4.conf.default.rp_filter=0",
     ]);
-    for (
-      const [host, dev] of [["client", "c0"], ["node", "n0"], ["node", "n1"], [
-        "backend",
-        "b0",
-      ]] as const
-    ) {
-      await this.run(host, ["ip", "link", "set", dev, "up"]);
-      await this.run(host, ["ip", "link", "set", "lo", "up"]);
-    }
     for (const family of FAMILIES) {
       const plan = PLAN[family];
       const ip = family === "ipv4" ? "-4" : "-6";
+      // No DAD: IPv6 addresses are usable at once.
       const nodad = family === "ipv6" ? ["nodad"] : [];
+      const add = (host: Host, address: string, prefix: number, dev: string) =>
+        this.run(host, ["ip", "addr", "add", `${address}/${prefix}`, "dev", dev, ...nodad]);
       for (const address of CLIENTS[family]) {
-        const prefix = address === plan.podClient ? plan.host : plan.clientPrefix;
-        await this.run("client", [
-          "ip",
-          "addr",
-          "add",
-          `${address}/${prefix}`,
-          "dev",
+        await add(
+          "client",
+          address,
+          address === plan.podClient ? plan.host : plan.clientPrefix,
           "c0",
-          ...nodad,
-        ]);
+        );
       }
-      await this.run("node", [
-        "ip",
-        "addr",
-        "add",
-        `${plan.nodeClientSide}/${plan.clientPrefix}`,
-        "dev",
-        "n0",
-        ...nodad,
-      ]);
-      await this.run("node", [
-        "ip",
-        "addr",
-        "add",
-        `${plan.nodeBackendSide}/${plan.backendPrefix}`,
-        "dev",
-        "n1",
-        ...nodad,
-      ]);
-      await this.run("backend", [
-        "ip",
-        "addr",
-        "add",
-        `${plan.backend}/${plan.backendPrefix}`,
-        "dev",
-        "b0",
-        ...nodad,
-      ]);
+      await add("node", plan.nodeClientSide, plan.clientPrefix, "n0");
+      await add("node", plan.nodeBackendSide, plan.backendPrefix, "n1");
+      await add("backend", plan.backend, plan.backendPrefix, "b0");
       await this.run("client", ["ip", ip, "route", "add", "default", "via", plan.nodeClientSide]);
       for (const block of plan.routedToBackend) {
         await this.run("node", ["ip", ip, "route", "add", block, "via", plan.backend]);
@@ -372,7 +296,7 @@ export class DifferentialBed implements AsyncDisposable {
 
   /** Runs a program in a namespace, whatever its exit code. */
   exec(
-    host: "client" | "node" | "backend",
+    host: Host,
     argv: readonly string[],
     stdin?: string,
   ): Promise<CommandOutput> {
@@ -386,7 +310,7 @@ export class DifferentialBed implements AsyncDisposable {
 
   /** Runs a program in a namespace; throws with its last stderr line when it fails. */
   async run(
-    host: "client" | "node" | "backend",
+    host: Host,
     argv: readonly string[],
     options: { readonly stdin?: string } = {},
   ): Promise<string> {
@@ -400,21 +324,8 @@ export class DifferentialBed implements AsyncDisposable {
     return out.stdout;
   }
 
-  async #host(argv: readonly string[]): Promise<void> {
-    const [program = "", ...args] = argv;
-    const out = await runToEnd(this.#spawn, program, args);
-    if (out.code !== 0) {
-      throw new Error(`Cannot run ${argv.join(" ")}: exit ${out.code}: ${out.stderr.trim()}`);
-    }
-  }
-
   /** Kills anything left in the namespaces and deletes them. */
   async [Symbol.asyncDispose](): Promise<void> {
-    for (const name of Object.values(this.#names)) {
-      const pids = await runToEnd(this.#spawn, "ip", ["netns", "pids", name]);
-      const list = pids.stdout.split("\n").filter((l) => /^\d+$/.test(l.trim()));
-      if (list.length > 0) await runToEnd(this.#spawn, "kill", ["-KILL", ...list]);
-      await runToEnd(this.#spawn, "ip", ["netns", "del", name]);
-    }
+    for (const name of Object.values(this.#names)) await killNamespace(this.#spawn, name);
   }
 }

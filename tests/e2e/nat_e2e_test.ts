@@ -15,17 +15,19 @@ import type { ConntrackEntry, DnatStyle, ProxyMode, Testbed } from "./testbed.ts
 import { ADDRESSES } from "./testbed.ts";
 import {
   agentCommand,
-  BASE_FLAGS,
   CLIENT_PORT,
   createBed,
+  deletionRecord,
   e2eTest,
   holdEstablishedFlow,
   isStale,
   namesStuckFlow,
   RETRY_MS,
+  scenarioFlags,
   SLACK_MS,
   sleep,
   timeToConnect,
+  waitForStale,
 } from "./harness.ts";
 
 const PERIOD_MS = 1000;
@@ -87,22 +89,12 @@ async function natUnsticks(shape: Shape, family: Family): Promise<void> {
     5000,
     `the SYN_SENT entry to unserved port ${UNSERVED_PORT}`,
   );
-  const stale = await bed.waitForEntry(
-    (e) => isStale(e, family),
-    5000,
-    `the client's SYN_SENT entry from port ${CLIENT_PORT}`,
-  );
-  assert.ok(stale.candidate, `the tokenizer does not see ${stale.line} as a candidate`);
+  const stale = await waitForStale(bed, family);
 
-  await using agent = await bed.startAgent(command, [
-    ...BASE_FLAGS,
-    "--dump-frequency",
-    `${PERIOD_MS}ms`,
-    "--unreplied-max-age",
-    "0",
-    "--nat-source",
-    shape.source,
-  ]);
+  await using agent = await bed.startAgent(
+    command,
+    scenarioFlags({ periodMs: PERIOD_MS, maxAge: "0", natSource: shape.source }),
+  );
   // Before the Service exists nothing is stale: two periods, and the entry is still the same.
   await sleep(2 * PERIOD_MS);
   await assertSameEntry(bed, stale, "the client's entry, before the Service existed,");
@@ -111,11 +103,7 @@ async function natUnsticks(shape: Shape, family: Family): Promise<void> {
   await bed.addServiceDnat(family, { style: shape.style });
   const since = performance.now();
   const took = await timeToConnect(stuck, since, PERIOD_MS + RETRY_MS + SLACK_MS);
-  const deletion = await agent.waitFor(
-    (r) => r.message === "deleted stale flow" && namesStuckFlow(r, family),
-    1000,
-    "the deletion log line",
-  );
+  const deletion = await deletionRecord(agent, (r) => namesStuckFlow(r, family));
   assert.equal(deletion.properties["rule"], "nat");
   assert.ok(!(await bed.entries()).some((e) => isStale(e, family)));
 

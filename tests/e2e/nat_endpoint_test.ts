@@ -21,11 +21,12 @@ import type { ConntrackEntry, ProxyMode, Testbed } from "./testbed.ts";
 import { ADDRESSES, BACKEND_PORT, SERVICE_PORT } from "./testbed.ts";
 import {
   agentCommand,
-  BASE_FLAGS,
   CLIENT_PORT,
   createBed,
+  deletionRecord,
   e2eTest,
   RETRY_MS,
+  scenarioFlags,
   SLACK_MS,
   sleep,
   timeToConnect,
@@ -149,17 +150,10 @@ async function unpinsFromGoneEndpoint(proxy: ProxyMode, source: NatSource, famil
     5000,
     `the client's SYN_SENT entry translated to ${GONE[family]}`,
   );
-  await using agent = await bed.startAgent(command, [
-    ...BASE_FLAGS,
-    "--dump-frequency",
-    `${PERIOD_MS}ms`,
-    "--unreplied-max-age",
-    "0",
-    "--nat-source",
-    source,
-    "--log-level",
-    "debug",
-  ]);
+  await using agent = await bed.startAgent(
+    command,
+    scenarioFlags({ periodMs: PERIOD_MS, maxAge: "0", natSource: source }, "--log-level", "debug"),
+  );
   // While A is the Service's endpoint, the entry is what the rules would do: it stays.
   await sleep(2.5 * PERIOD_MS);
   const still = (await bed.entries()).find((e) => isPinned(e, family));
@@ -169,11 +163,7 @@ async function unpinsFromGoneEndpoint(proxy: ProxyMode, source: NatSource, famil
   await pinTo(bed, proxy, family, ADDRESSES[family].backend, false);
   const since = performance.now();
   const took = await timeToConnect(client, since, PERIOD_MS + RETRY_MS + SLACK_MS, agent);
-  const deletion = await agent.waitFor(
-    (r) => r.message === "deleted stale flow" && r.properties["sport"] === CLIENT_PORT,
-    1000,
-    "the deletion log line",
-  );
+  const deletion = await deletionRecord(agent, (r) => r.properties["sport"] === CLIENT_PORT);
   assert.equal(deletion.properties["rule"], "nat");
   assert.equal(deletion.properties["reason"], "endpoint-gone");
   const why = String(deletion.properties["why"]);
@@ -270,15 +260,10 @@ e2eTest(
       return found;
     };
     const before = { local: await entryOf(sports.local), range: await entryOf(sports.range) };
-    await using agent = await bed.startAgent(command, [
-      ...BASE_FLAGS,
-      "--dump-frequency",
-      `${PERIOD_MS}ms`,
-      "--unreplied-max-age",
-      "0",
-      "--nat-source",
-      "iptables",
-    ]);
+    await using agent = await bed.startAgent(
+      command,
+      scenarioFlags({ periodMs: PERIOD_MS, maxAge: "0", natSource: "iptables" }),
+    );
     await bed.run("node", ["iptables-restore", "--noflush"], { stdin: iptablesThreeServices() });
     const since = performance.now();
     await timeToConnect(plain, since, PERIOD_MS + RETRY_MS + SLACK_MS, agent);

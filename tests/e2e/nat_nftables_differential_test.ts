@@ -24,7 +24,8 @@ import type { NatPathVerdict } from "../../lib/nat/nat_path.ts";
 import { parseNftablesRuleset } from "../../lib/nat/nftables_ruleset.ts";
 import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
 import { e2eTest, ROOT } from "./harness.ts";
-import { CLIENTS, NftablesBed, NODE_ADDRESSES, type NodeEntry } from "./nftables_bed.ts";
+import type { Probe } from "./nat_differential.ts";
+import { CLIENTS, NftablesBed, type NodeEntry, tableDestinations } from "./nftables_bed.ts";
 
 const FIXTURES = `${ROOT}/tests/fixtures/kube-proxy/nftables`;
 const FAMILIES: readonly Family[] = ["ipv4", "ipv6"];
@@ -63,33 +64,14 @@ async function fixtures(): Promise<Fixture[]> {
 }
 
 /**
- * Every TCP destination a kube-proxy table names: Service IPs, NodePorts on each node address,
- * each ClusterIP on a port it does not serve, and a few strangers.
+ * Every TCP destination a kube-proxy table names (each ClusterIP also on port 81, which it does
+ * not serve), and a few strangers.
  */
 function destinations(json: string, family: Family): [string, number][] {
-  const found = new Map<string, [string, number]>();
-  const add = (address: string, port: number) => found.set(`${address} ${port}`, [address, port]);
-  const doc = JSON.parse(json) as { nftables: Record<string, Record<string, unknown>>[] };
-  for (const object of doc.nftables) {
-    const body = object.map ?? object.set;
-    if (!body || !Array.isArray(body.elem)) continue;
-    for (const element of body.elem as unknown[]) {
-      const raw = object.map ? (element as unknown[])[0] : element;
-      const key = (raw as { elem?: { val: unknown } }).elem?.val ?? raw;
-      const parts = (key as { concat?: unknown[] }).concat ?? [key];
-      if (["service-ips", "no-endpoint-services", "firewall-ips"].includes(String(body.name))) {
-        if (parts[1] === "tcp") add(String(parts[0]), Number(parts[2]));
-      } else if (["service-nodeports", "no-endpoint-nodeports"].includes(String(body.name))) {
-        if (parts[0] === "tcp") {
-          for (const node of NODE_ADDRESSES[family]) add(node, Number(parts[1]));
-        }
-      } else if (body.name === "cluster-ips" && typeof key === "string") {
-        add(key, 81);
-      }
-    }
-  }
-  for (const [address, port] of EXTRA[family]) add(address, port);
-  return [...found.values()];
+  return [
+    ...tableDestinations(json, family, 81),
+    ...EXTRA[family].map(([a, p]) => [a, p] as [string, number]),
+  ];
 }
 
 /** The handmade fixture: every destination address a rule names, on the ports its rules use. */
@@ -101,13 +83,8 @@ function handmadeDestinations(json: string): [string, number][] {
   return [...addresses].flatMap((a) => [80, 81, 8000].map((p): [string, number] => [a, p]));
 }
 
-interface Pair {
-  readonly family: Family;
-  readonly src: string;
-  readonly sport: number;
-  readonly dst: string;
-  readonly dport: number;
-}
+/** One SYN, as the kernel-judging beds describe it. */
+type Pair = Probe;
 
 function truthOf(pair: Pair, entries: readonly NodeEntry[]): string {
   const entry = entries.find((e) => e.src === pair.src && e.sport === pair.sport);

@@ -19,6 +19,9 @@ import type { Family } from "../../lib/core/flow.ts";
 import { runToEnd } from "../../lib/seams/spawn.ts";
 import { runChecked } from "../support/run_checked.ts";
 import type { SpawnCommand } from "../../lib/seams/spawn.ts";
+import type { Host } from "./testbed/topology.ts";
+import { killNamespace, namespaceTag } from "./testbed/namespaces.ts";
+import { builtOrDisposed, hostNames, wireVethChain } from "./testbed/veth_chain.ts";
 
 /** The client addresses of one family. */
 export interface Clients {
@@ -52,15 +55,6 @@ const ROUTER: Readonly<Record<Family, string>> = {
   ipv6: "2001:db8:fe::250",
 };
 
-type Host = "client" | "node" | "backend";
-const HOSTS: readonly Host[] = ["client", "node", "backend"];
-const LINKS: readonly (readonly [Host, string])[] = [
-  ["client", "c0"],
-  ["node", "n0"],
-  ["node", "n1"],
-  ["backend", "b0"],
-];
-
 /** The backend drops SYNs instead of resetting them: the node's entries stay `SYN_SENT`. */
 const BACKEND_RULES = `table inet sink {
   chain input { type filter hook input priority 0; policy accept; tcp flags syn drop; }
@@ -87,11 +81,10 @@ export interface NodeEntry {
 export class NftablesBed implements AsyncDisposable {
   readonly #spawn: SpawnCommand;
   readonly #names: Readonly<Record<Host, string>>;
-  readonly #created: string[] = [];
 
-  private constructor(spawn: SpawnCommand, tag: string) {
+  private constructor(spawn: SpawnCommand, names: Readonly<Record<Host, string>>) {
     this.#spawn = spawn;
-    this.#names = { client: `${tag}-client`, node: `${tag}-node`, backend: `${tag}-backend` };
+    this.#names = names;
   }
 
   /**
@@ -99,41 +92,15 @@ export class NftablesBed implements AsyncDisposable {
    * sweep removes them if this process dies before disposal.
    */
   static async create(spawn: SpawnCommand): Promise<NftablesBed> {
-    const hex = (crypto.getRandomValues(new Uint32Array(1))[0] ?? 0).toString(16);
-    const bed = new NftablesBed(spawn, `cct-${Deno.pid}-${hex}`);
-    try {
-      await bed.#build();
-    } catch (error) {
-      await bed[Symbol.asyncDispose]();
-      throw error;
-    }
-    return bed;
+    const bed = new NftablesBed(spawn, hostNames(namespaceTag()));
+    return await builtOrDisposed(bed, () => bed.#build());
   }
 
   async #build(): Promise<void> {
-    const { client, node, backend } = this.#names;
-    for (const name of [client, node, backend]) {
-      await runChecked(this.#spawn, "ip", ["netns", "add", name]);
-      this.#created.push(name);
-    }
-    await runChecked(this.#spawn, "ip", [
-      ...["-n", client, "link", "add", "c0", "type", "veth"],
-      ...["peer", "name", "n0", "netns", node],
-    ]);
-    await runChecked(this.#spawn, "ip", [
-      ...["-n", node, "link", "add", "n1", "type", "veth"],
-      ...["peer", "name", "b0", "netns", backend],
-    ]);
-    await this.run("node", [
-      "sysctl",
-      "-qw",
-      "net.ipv4.ip_forward=1",
-      "net.ipv6.conf.all.forwarding=1",
+    await wireVethChain(this.#spawn, this.#names, [
       "net.ipv4.conf.all.rp_filter=0",
       "net.ipv4.conf.default.rp_filter=0",
     ]);
-    for (const [host, dev] of LINKS) await this.run(host, ["ip", "link", "set", dev, "up"]);
-    for (const host of HOSTS) await this.run(host, ["ip", "link", "set", "lo", "up"]);
     for (const family of ["ipv4", "ipv6"] as const) {
       const v = family === "ipv4" ? "-4" : "-6";
       const one = family === "ipv4" ? "/32" : "/128";
@@ -233,11 +200,42 @@ export class NftablesBed implements AsyncDisposable {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    for (const name of this.#created.reverse()) {
-      const pids = await runToEnd(this.#spawn, "ip", ["netns", "pids", name]);
-      const list = pids.stdout.split("\n").filter((l) => /^\d+$/.test(l.trim()));
-      if (list.length > 0) await runToEnd(this.#spawn, "kill", ["-KILL", ...list]);
-      await runToEnd(this.#spawn, "ip", ["netns", "del", name]);
+    for (const name of Object.values(this.#names)) await killNamespace(this.#spawn, name);
+  }
+}
+
+/**
+ * Every TCP destination a kube-proxy nftables table (its `nft -j list table` JSON) names: each
+ * Service IP and port, each NodePort on each node address, and, given `unservedPort`, each
+ * ClusterIP on that port, which it does not serve.
+ */
+export function tableDestinations(
+  json: string,
+  family: Family,
+  unservedPort?: number,
+): [string, number][] {
+  const found = new Map<string, [string, number]>();
+  const add = (address: string, port: number) => found.set(`${address} ${port}`, [address, port]);
+  const doc = JSON.parse(json) as { nftables: Record<string, Record<string, unknown>>[] };
+  for (const object of doc.nftables) {
+    const body = object.map ?? object.set;
+    if (!body || !Array.isArray(body.elem)) continue;
+    for (const element of body.elem as unknown[]) {
+      const raw = object.map ? (element as unknown[])[0] : element;
+      const key = (raw as { elem?: { val: unknown } }).elem?.val ?? raw;
+      const parts = (key as { concat?: unknown[] }).concat ?? [key];
+      if (["service-ips", "no-endpoint-services", "firewall-ips"].includes(String(body.name))) {
+        if (parts[1] === "tcp") add(String(parts[0]), Number(parts[2]));
+      } else if (["service-nodeports", "no-endpoint-nodeports"].includes(String(body.name))) {
+        if (parts[0] === "tcp") {
+          for (const node of NODE_ADDRESSES[family]) add(node, Number(parts[1]));
+        }
+      } else if (
+        unservedPort !== undefined && body.name === "cluster-ips" && typeof key === "string"
+      ) {
+        add(key, unservedPort);
+      }
     }
   }
+  return [...found.values()];
 }

@@ -9,15 +9,16 @@ import assert from "node:assert/strict";
 import type { Family } from "../../lib/core/flow.ts";
 import {
   agentCommand,
-  BASE_FLAGS,
   CLIENT_PORT,
   createBed,
+  deletionRecord,
   e2eTest,
   holdEstablishedFlow,
   isStale,
   listingCostMs,
   namesStuckFlow,
   RETRY_MS,
+  scenarioFlags,
   SLACK_MS,
   stuckClient,
   timeToConnect,
@@ -33,25 +34,18 @@ async function renewalUnsticks(family: Family): Promise<void> {
   await using held = await holdEstablishedFlow(bed, family);
   await using stuck = await stuckClient(bed, family);
   await using _renewer = bed.startRenewer(family, CLIENT_PORT, 500);
-  await using agent = await bed.startAgent(command, [
-    ...BASE_FLAGS,
-    "--dump-frequency",
-    `${PERIOD_MS}ms`,
-    "--renewal-threshold",
-    String(THRESHOLD),
-    "--unreplied-max-age",
-    "0",
-    "--nat-source",
-    "off",
-  ]);
+  await using agent = await bed.startAgent(
+    command,
+    scenarioFlags(
+      { periodMs: PERIOD_MS, maxAge: "0", natSource: "off" },
+      "--renewal-threshold",
+      String(THRESHOLD),
+    ),
+  );
   const since = performance.now();
   const limit = (THRESHOLD + 1) * (PERIOD_MS + cost) + RETRY_MS + SLACK_MS;
   const took = await timeToConnect(stuck.client, since, limit, agent);
-  const deletion = await agent.waitFor(
-    (r) => r.message === "deleted stale flow" && namesStuckFlow(r, family),
-    1000,
-    "the deletion log line",
-  );
+  const deletion = await deletionRecord(agent, (r) => namesStuckFlow(r, family));
   assert.equal(deletion.properties["rule"], "renewal");
   assert.equal(deletion.properties["id"], stuck.stale.id);
   assert.ok(!(await bed.entries()).some((e) => isStale(e, family)));

@@ -57,6 +57,7 @@ import {
 } from "./testbed/agent_process.ts";
 import { drain, readLines } from "./testbed/stdout_lines.ts";
 import { killNamespace, namespaceTag, sweepOrphans } from "./testbed/namespaces.ts";
+import { builtOrDisposed, hostNames, wireVethChain } from "./testbed/veth_chain.ts";
 import { stderrReason, TestbedError } from "./testbed/testbed_error.ts";
 
 // The pieces live in tests/e2e/testbed/, one concern each; this module stays the one entry
@@ -186,60 +187,12 @@ export class Testbed implements AsyncDisposable {
    */
   static async create(options: TestbedOptions): Promise<Testbed> {
     await sweepOrphans(options.spawn);
-    const tag = namespaceTag();
-    const bed = new Testbed(
-      { client: `${tag}-client`, node: `${tag}-node`, backend: `${tag}-backend` },
-      options,
-    );
-    try {
-      await bed.#build();
-    } catch (error) {
-      await bed[Symbol.asyncDispose]();
-      throw error;
-    }
-    return bed;
+    const bed = new Testbed(hostNames(namespaceTag()), options);
+    return await builtOrDisposed(bed, () => bed.#build());
   }
 
   async #build(): Promise<void> {
-    for (const host of HOSTS) await this.#host(["ip", "netns", "add", this.names[host]]);
-    const { client, node, backend } = this.names;
-    await this.#host([
-      "ip",
-      "-n",
-      client,
-      "link",
-      "add",
-      "c0",
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "n0",
-      "netns",
-      node,
-    ]);
-    await this.#host([
-      "ip",
-      "-n",
-      node,
-      "link",
-      "add",
-      "n1",
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "b0",
-      "netns",
-      backend,
-    ]);
-    // No DAD: IPv6 addresses are usable at once instead of after a second or two.
-    await this.run("node", [
-      "sysctl",
-      "-qw",
-      "net.ipv4.ip_forward=1",
-      "net.ipv6.conf.all.forwarding=1",
-    ]);
+    await wireVethChain(this.#spawn, this.names);
     const links: readonly [Host, string, keyof FamilyAddresses][] = [
       ["client", "c0", "client"],
       ["node", "n0", "nodeClientSide"],
@@ -249,12 +202,11 @@ export class Testbed implements AsyncDisposable {
     for (const [host, dev, role] of links) {
       for (const family of FAMILIES) {
         const a = ADDRESSES[family];
+        // No DAD: IPv6 addresses are usable at once instead of after a second or two.
         const extra = family === "ipv6" ? ["nodad"] : [];
         await this.run(host, ["ip", "addr", "add", `${a[role]}/${a.prefix}`, "dev", dev, ...extra]);
       }
-      await this.run(host, ["ip", "link", "set", dev, "up"]);
     }
-    for (const host of HOSTS) await this.run(host, ["ip", "link", "set", "lo", "up"]);
     for (const family of FAMILIES) {
       const a = ADDRESSES[family];
       const ip = family === "ipv4" ? "-4" : "-6";
@@ -339,16 +291,6 @@ export class Testbed implements AsyncDisposable {
       );
     }
     return out.stdout;
-  }
-
-  async #host(argv: readonly string[]): Promise<void> {
-    const [program = "", ...args] = argv;
-    const out = await runToEnd(this.#spawn, program, args);
-    if (out.code !== 0) {
-      throw new TestbedError(
-        `Cannot run ${argv.join(" ")}: exit ${out.code}: ${stderrReason(out.stderr)}`,
-      );
-    }
   }
 
   /** Runs `conntrack` with `args` in the node namespace, whatever its exit code. */

