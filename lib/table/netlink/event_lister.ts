@@ -102,8 +102,9 @@ export interface EventTrackingCounts extends EventCounts {
 }
 
 /**
- * Lists by events, GETs and resync dumps. Dispose of it to stop the event reader and close its
- * sockets (the dump lister and GET socket are the caller's).
+ * Lists by events, GETs and resync dumps. Dispose of it to stop the event reader and dispose of
+ * its event source (from {@link openEventLister}: the sockets and libraries too); the dump lister
+ * stays the caller's.
  */
 export class EventLister implements Lister, AsyncDisposable {
   /** The backend's name, as logs and metrics give it. */
