@@ -28,7 +28,8 @@ import { makeTargetFilter } from "./lib/core/target_filter.ts";
 import { createHealth } from "./lib/operator/health.ts";
 import { createLogger } from "./lib/seams/logger_logtape.ts";
 import { createMetrics } from "./lib/operator/metrics.ts";
-import { createNatReader, spaceNatReads } from "./lib/nat/nat_reader.ts";
+import { createNatReader } from "./lib/nat/nat_reader.ts";
+import { followGeneration } from "./lib/nat/nft_generation.ts";
 import { openNetlinkDeleter } from "./lib/table/netlink/netlink_deleter.ts";
 import { denoSpawn } from "./lib/seams/spawn_deno.ts";
 import { runScan } from "./lib/operator/scan.ts";
@@ -92,10 +93,16 @@ async function main(): Promise<number> {
   const metrics = createMetrics({ version: VERSION, denoVersion: Deno.version.deno }, {
     tracking: () => trackingStatus(tracking),
   });
-  const nat = config.natSource === "off" ? undefined : spaceNatReads(
-    createNatReader({ source: config.natSource, spawn: denoSpawn, logger, observer: metrics }),
-    systemClock,
-  );
+  // The nftables generation tells when the rules changed; its socket opens on the first read.
+  using generation = followGeneration({ logger });
+  const nat = config.natSource === "off" ? undefined : createNatReader({
+    source: config.natSource,
+    spawn: denoSpawn,
+    logger,
+    observer: metrics,
+    generation: generation.read,
+    clock: systemClock,
+  });
   const options = agentOptions(config);
 
   if (invocation.kind === "scan") {

@@ -12,32 +12,8 @@
  * @module
  */
 import { denoSpawn } from "../lib/seams/spawn_deno.ts";
-import { option, start, startTaskFlags, usage } from "./cycle.ts";
+import { agentCommand, option, start, usage } from "./cycle.ts";
 import { createNetns, fillTable, raiseConntrackCapacity } from "./fill_table.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
-/** The agent's command line with `v8Flags` added (none when empty). */
-function agentCommand(v8Flags: string): string[] {
-  return [
-    Deno.execPath(),
-    "run",
-    ...startTaskFlags().filter((f) => !f.startsWith("--v8-flags")),
-    ...(v8Flags === "" ? [] : [`--v8-flags=${v8Flags}`]),
-    MAIN,
-    "--metrics-address",
-    "",
-    "--log-format",
-    "json",
-    "--dump-frequency",
-    "1s",
-    "--dry-run",
-    "--unreplied-max-age",
-    "0",
-    "--nat-source",
-    "off",
-  ];
-}
 
 if (import.meta.main) {
   const args = [...Deno.args];
@@ -49,7 +25,7 @@ if (import.meta.main) {
   await using ns = await createNetns(denoSpawn, "bench-mem");
   const fill = await fillTable(denoSpawn, ns.name, { entries, synSentShare: synShare });
   for (const v8Flags of flagSets) {
-    const subject = await start(ns.name, agentCommand(v8Flags));
+    const subject = await start(ns.name, agentCommand({ v8Flags }));
     const samples: { t: number; rssMb: number }[] = [];
     let peakT = 0;
     let peakMb = 0;

@@ -143,16 +143,48 @@ export function startTaskFlags(): string[] {
 /** Where the measured agent serves its metrics inside the namespace, to count its listings. */
 const AGENT_METRICS = "127.0.0.1:19469";
 
-function agentCommand(periodMs: number, busyLimit: string): string[] {
+/** Options of {@link agentCommand}. */
+export interface AgentCommandOptions {
+  /**
+   * The period, `--dump-frequency`.
+   * @default {1000}
+   */
+  readonly periodMs?: number;
+  /**
+   * Where the agent serves its metrics; empty for nowhere.
+   * @default {""}
+   */
+  readonly metricsAddress?: string;
+  /** `--busy-limit`, e.g. `20%`; the agent's default when absent. */
+  readonly busyLimit?: string;
+  /** `--tracking` (`auto`, `events` or `dump`); the agent's default when absent. */
+  readonly tracking?: string;
+  /**
+   * One comma-separated `--v8-flags=` value in place of the `start` task's; `""` for none.
+   * Absent: the `start` task's.
+   */
+  readonly v8Flags?: string;
+}
+
+/**
+ * The measured agent's command line: `main.ts` with the `start` task's permissions,
+ * `--log-format json`, in dry run with no rule able to fire (`--unreplied-max-age 0
+ * --nat-source off`), so the table stays the same whatever is measured.
+ */
+export function agentCommand(options: AgentCommandOptions = {}): string[] {
+  const { periodMs = 1000, metricsAddress = "", busyLimit, tracking, v8Flags } = options;
+  const flags = v8Flags === undefined ? startTaskFlags() : [
+    ...startTaskFlags().filter((f) => !f.startsWith("--v8-flags")),
+    ...(v8Flags === "" ? [] : [`--v8-flags=${v8Flags}`]),
+  ];
   return [
     Deno.execPath(),
     "run",
-    ...startTaskFlags(),
+    ...flags,
     MAIN,
     "--metrics-address",
-    AGENT_METRICS,
-    "--busy-limit",
-    busyLimit,
+    metricsAddress,
+    ...(busyLimit === undefined ? [] : ["--busy-limit", busyLimit]),
     "--log-format",
     "json",
     "--dump-frequency",
@@ -162,11 +194,12 @@ function agentCommand(periodMs: number, busyLimit: string): string[] {
     "0",
     "--nat-source",
     "off",
+    ...(tracking === undefined ? [] : ["--tracking", tracking]),
   ];
 }
 
 /** `body` then a pause of one period, forever, printing one line per round. */
-function loopCommand(body: string, periodMs: number): string[] {
+export function loopCommand(body: string, periodMs: number): string[] {
   return ["sh", "-c", `while :; do ${body}; echo; sleep ${periodMs / 1000}; done`];
 }
 
@@ -205,7 +238,11 @@ export function subjects(
     original: loopCommand("conntrack -L -p tcp 2>/dev/null | grep UNREPLIED >/dev/null", periodMs),
     bare: loopCommand(BARE_LISTING, periodMs),
     barePaced: pacedLoopCommand(BARE_LISTING, periodMs, busyLimit),
-    agent: agentCommand(periodMs, `${busyLimit * 100}%`),
+    agent: agentCommand({
+      periodMs,
+      metricsAddress: AGENT_METRICS,
+      busyLimit: `${busyLimit * 100}%`,
+    }),
   };
 }
 
@@ -277,7 +314,10 @@ if (import.meta.main) {
     await using ns = await createNetns(denoSpawn, "bench-cycle");
     const fill = await fillTable(denoSpawn, ns.name, { entries });
     if (soakS > 0) {
-      await using agent = await start(ns.name, agentCommand(periodMs, `${busyLimit * 100}%`));
+      await using agent = await start(
+        ns.name,
+        agentCommand({ periodMs, metricsAddress: AGENT_METRICS, busyLimit: `${busyLimit * 100}%` }),
+      );
       const t0 = performance.now();
       for (let t = 0; t <= soakS; t += 30) {
         await new Promise((r) => setTimeout(r, Math.max(0, t0 + t * 1000 - performance.now())));

@@ -11,36 +11,12 @@
  *
  * @module
  */
-import { runToEnd } from "../lib/seams/spawn.ts";
 import { denoSpawn } from "../lib/seams/spawn_deno.ts";
-import { measure, option, startTaskFlags } from "./cycle.ts";
-import { createNetns, inNetns } from "./fill_table.ts";
+import { agentCommand, measure, option } from "./cycle.ts";
+import { createNetns, enableConntrack, runScriptInNetns } from "./fill_table.ts";
 
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const CHURN = new URL("./events_churn.ts", import.meta.url).pathname;
 const WARM_UP_S = 5;
-
-function agent(tracking: string): string[] {
-  return [
-    Deno.execPath(),
-    "run",
-    ...startTaskFlags(),
-    MAIN,
-    "--metrics-address",
-    "",
-    "--log-format",
-    "json",
-    "--dump-frequency",
-    "1s",
-    "--dry-run",
-    "--unreplied-max-age",
-    "0",
-    "--nat-source",
-    "off",
-    "--tracking",
-    tracking,
-  ];
-}
 
 const args = [...Deno.args];
 const windowS = option(args, "--window", 20);
@@ -50,24 +26,8 @@ const rates = args.length > 0 ? args.map(Number) : [1000];
 for (const rate of rates) {
   for (const tracking of modes) {
     await using ns = await createNetns(denoSpawn, "bench-churn");
-    await inNetns(
-      denoSpawn,
-      ns.name,
-      ["nft", "-f", "-"],
-      [
-        "table inet bench {",
-        "  chain out { type filter hook output priority 0; ct state new counter; }",
-        "}",
-      ].join("\n"),
-    );
-    const churn = runToEnd(denoSpawn, "ip", [
-      "netns",
-      "exec",
-      ns.name,
-      Deno.execPath(),
-      "run",
-      "-A",
-      CHURN,
+    await enableConntrack(denoSpawn, ns.name);
+    const churn = runScriptInNetns(denoSpawn, ns.name, CHURN, [
       String(rate),
       String(windowS + WARM_UP_S + 3),
       "18080",
@@ -76,11 +36,9 @@ for (const rate of rates) {
     if (tracking === "none") {
       await new Promise((r) => setTimeout(r, (windowS + WARM_UP_S) * 1000));
     } else {
-      agentCpu = (await measure(ns.name, agent(tracking), windowS * 1000)).cpuSeconds;
+      agentCpu = (await measure(ns.name, agentCommand({ tracking }), windowS * 1000)).cpuSeconds;
     }
-    const out = await churn;
-    if (out.code !== 0) throw new Error(out.stderr);
-    const c = JSON.parse(out.stdout) as { rate: number; cpuSeconds: number; seconds: number };
+    const c = JSON.parse(await churn) as { rate: number; cpuSeconds: number; seconds: number };
     console.log(JSON.stringify({
       rate,
       achieved: c.rate,

@@ -14,44 +14,10 @@
  * @module
  */
 import { denoSpawn } from "../lib/seams/spawn_deno.ts";
-import { measure, option, startTaskFlags } from "./cycle.ts";
+import { agentCommand, loopCommand, measure, option } from "./cycle.ts";
 import type { Measured } from "./cycle.ts";
 import { createNetns, fillTable, raiseConntrackCapacity } from "./fill_table.ts";
 import { readSysctl } from "../tests/support/sysctl.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
-function agent(tracking: string, periodMs: number): string[] {
-  return [
-    Deno.execPath(),
-    "run",
-    ...startTaskFlags(),
-    MAIN,
-    "--metrics-address",
-    "",
-    "--log-format",
-    "json",
-    "--dump-frequency",
-    `${periodMs}ms`,
-    "--dry-run",
-    "--unreplied-max-age",
-    "0",
-    "--nat-source",
-    "off",
-    "--tracking",
-    tracking,
-  ];
-}
-
-function bare(periodMs: number): string[] {
-  return [
-    "sh",
-    "-c",
-    `while :; do conntrack -L -p tcp -u UNREPLIED >/dev/null 2>&1; echo; sleep ${
-      periodMs / 1000
-    }; done`,
-  ];
-}
 
 const args = [...Deno.args];
 const windowS = option(args, "--window", 30);
@@ -74,9 +40,9 @@ for (const { entries, stale } of tables) {
   const results: Record<string, Measured> = {};
   for (
     const [name, command] of [
-      ["events", agent("events", periodMs)],
-      ["dump", agent("dump", periodMs)],
-      ["bare", bare(periodMs)],
+      ["events", agentCommand({ periodMs, tracking: "events" })],
+      ["dump", agentCommand({ periodMs, tracking: "dump" })],
+      ["bare", loopCommand("conntrack -L -p tcp -u UNREPLIED >/dev/null 2>&1", periodMs)],
     ] as const
   ) {
     results[name] = await measure(ns.name, command, windowS * 1000);

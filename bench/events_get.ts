@@ -11,13 +11,12 @@
  * @module
  */
 import process from "node:process";
-import { runToEnd } from "../lib/seams/spawn.ts";
 import type { Candidate } from "../lib/core/flow.ts";
 import { openNetlinkLister } from "../lib/table/netlink/netlink_lister.ts";
 import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import { getFlows } from "../lib/table/netlink/ct_get.ts";
 import { openNetlinkLibraries, RawNetlinkSocket } from "../lib/table/netlink/netlink_socket_ffi.ts";
-import { createNetns, fillTable, raiseConntrackCapacity } from "./fill_table.ts";
+import { createNetns, fillTable, raiseConntrackCapacity, runScriptInNetns } from "./fill_table.ts";
 
 const ROUNDS = 20;
 
@@ -86,16 +85,8 @@ if (Deno.args[0] === "--inside") {
   await using _capacity = await raiseConntrackCapacity(denoSpawn, entries);
   await using ns = await createNetns(denoSpawn, "bench-get");
   await fillTable(denoSpawn, ns.name, { entries, synSentShare: stale / entries, dnatShare: 1e-9 });
-  const out = await runToEnd(denoSpawn, "ip", [
-    "netns",
-    "exec",
-    ns.name,
-    Deno.execPath(),
-    "run",
-    "-A",
-    new URL(import.meta.url).pathname,
+  const out = await runScriptInNetns(denoSpawn, ns.name, new URL(import.meta.url).pathname, [
     "--inside",
   ]);
-  if (out.code !== 0) throw new Error(out.stderr);
-  console.log(JSON.stringify({ entries, stale, ...JSON.parse(out.stdout) }));
+  console.log(JSON.stringify({ entries, stale, ...JSON.parse(out) }));
 }

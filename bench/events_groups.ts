@@ -11,9 +11,8 @@
  *
  * @module
  */
-import { runToEnd } from "../lib/seams/spawn.ts";
 import { denoSpawn } from "../lib/seams/spawn_deno.ts";
-import { createNetns, inNetns } from "./fill_table.ts";
+import { createNetns, enableConntrack, inNetns, runScriptInNetns } from "./fill_table.ts";
 
 const SUBSCRIBER = new URL("./events_subscriber.ts", import.meta.url).pathname;
 const CHURN = new URL("./events_churn.ts", import.meta.url).pathname;
@@ -22,17 +21,7 @@ const [rateText = "1000", secondsText = "5"] = Deno.args;
 const seconds = Number(secondsText);
 
 await using ns = await createNetns(denoSpawn, "groups");
-// Conntrack runs in a namespace only once a rule needs it.
-await inNetns(
-  denoSpawn,
-  ns.name,
-  ["nft", "-f", "-"],
-  [
-    "table inet bench {",
-    "  chain out { type filter hook output priority 0; ct state new counter; }",
-    "}",
-  ].join("\n"),
-);
+await enableConntrack(denoSpawn, ns.name);
 
 interface Row {
   readonly subscriber: string;
@@ -55,33 +44,16 @@ const configs: readonly (readonly [string, string, string])[] = [
 let port = 18080;
 for (const [label, groups, block] of configs) {
   await inNetns(denoSpawn, ns.name, ["conntrack", "-F"]).catch(() => "");
-  const sub = groups === "" ? undefined : runToEnd(denoSpawn, "ip", [
-    "netns",
-    "exec",
-    ns.name,
-    Deno.execPath(),
-    "run",
-    "-A",
-    SUBSCRIBER,
-    groups,
-    String(seconds + 3),
-    block,
-  ]);
+  const sub = groups === ""
+    ? undefined
+    : runScriptInNetns(denoSpawn, ns.name, SUBSCRIBER, [groups, String(seconds + 3), block]);
   await new Promise((resolve) => setTimeout(resolve, 1500));
-  const churn = await runToEnd(denoSpawn, "ip", [
-    "netns",
-    "exec",
-    ns.name,
-    Deno.execPath(),
-    "run",
-    "-A",
-    CHURN,
+  const churn = await runScriptInNetns(denoSpawn, ns.name, CHURN, [
     rateText,
     secondsText,
     String(port++),
   ]);
-  if (churn.code !== 0) throw new Error(churn.stderr);
-  const c = JSON.parse(churn.stdout) as {
+  const c = JSON.parse(churn) as {
     connections: number;
     rate: number;
     cpuSeconds: number;
@@ -89,9 +61,7 @@ for (const [label, groups, block] of configs) {
   let events = { new: 0, update: 0, destroy: 0 };
   let subscriberCpu = 0;
   if (sub) {
-    const out = await sub;
-    if (out.code !== 0) throw new Error(out.stderr);
-    const s = JSON.parse(out.stdout) as {
+    const s = JSON.parse(await sub) as {
       counts: { received: typeof events };
       cpuSeconds: number;
     };

@@ -156,6 +156,36 @@ export async function inNetns(
   return out.stdout;
 }
 
+/**
+ * Runs the Deno script at `script` (all permissions) inside a namespace, as a netlink socket
+ * belongs to the namespace of its process, and returns its output; throws on a non-zero exit.
+ */
+export function runScriptInNetns(
+  spawn: SpawnCommand,
+  netns: string,
+  script: string,
+  args: readonly string[],
+): Promise<string> {
+  return inNetns(spawn, netns, [Deno.execPath(), "run", "-A", script, ...args]);
+}
+
+/**
+ * Makes conntrack track the namespace's new connections: it runs in a namespace only once a rule
+ * needs it, and the table of one that is never filled (a churn bench) would stay empty.
+ */
+export async function enableConntrack(spawn: SpawnCommand, netns: string): Promise<void> {
+  await inNetns(
+    spawn,
+    netns,
+    ["nft", "-f", "-"],
+    [
+      "table inet bench {",
+      "  chain out { type filter hook output priority 0; ct state new counter; }",
+      "}",
+    ].join("\n"),
+  );
+}
+
 /** The host-wide conntrack limits a table of some size needs. */
 export interface ConntrackCapacity {
   /** `net.netfilter.nf_conntrack_max`: entries allowed per namespace. */

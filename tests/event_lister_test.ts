@@ -194,6 +194,21 @@ Deno.test("EventLister.list() falls back to dumps while it would track too many 
   assert.equal(world.dumps, 4);
 });
 
+Deno.test("EventLister.list() holds no more entries than its limit from a dump that finds more", async () => {
+  const world = new World();
+  for (let i = 0; i < 50; i++) world.table.set(candidate(44000 + i).key, candidate(44000 + i));
+  const lister = new EventLister(world.dump, world.events, world.get, {
+    monotonicMs: () => 0,
+    maxTracked: 3,
+  });
+  const listed: string[] = [];
+  await lister.list({ onBatch: (b) => void listed.push(...b.map((c) => c.key)) });
+  // Every candidate still reaches the tracker; the lister itself keeps only its limit.
+  assert.equal(listed.length, 50);
+  assert.equal(lister.counts.tracked, 3);
+  assert.equal(lister.pendingResync, "too many");
+});
+
 Deno.test("EventLister.list() dumps instead of asking when the GETs would cost more", async () => {
   const world = new World();
   const clock = { ms: 0 };

@@ -327,6 +327,9 @@ Deno.test("render() matches the golden /metrics text after a fixed series of cyc
   metrics.natSourceRead({ source: "iptables", family: "ipv4", outcome: "ok" });
   metrics.natSourceRead({ source: "iptables", family: "ipv6", outcome: "failed" });
   metrics.natSourceRead({ source: "nftables", family: "ipv4", outcome: "absent" });
+  metrics.natRulesRead("first");
+  metrics.natRulesRead("changed");
+  metrics.natRulesRead("changed");
   const golden = await Deno.readTextFile(
     new URL("./fixtures/metrics-golden.prom", import.meta.url),
   );

@@ -4,11 +4,10 @@ import type { SpawnCommand } from "../lib/seams/spawn.ts";
 import type { NatSource } from "../lib/nat/nat_source.ts";
 import type { Family } from "../lib/core/flow.ts";
 import type { Logger, LogProperties } from "../lib/seams/logger.ts";
-import type { NatReader } from "../lib/nat/nat_reader.ts";
-import { createNatReader, spaceNatReads } from "../lib/nat/nat_reader.ts";
+import { createNatReader } from "../lib/nat/nat_reader.ts";
 import { createNatView } from "../lib/nat/nat_view.ts";
 import type { NatPathVerdict, NatRuleset } from "../lib/nat/nat_path.ts";
-import { FakeClock, hangingSpawn } from "./fakes.ts";
+import { hangingSpawn } from "./fakes.ts";
 
 const fixture = (name: string) =>
   Deno.readTextFileSync(new URL(`./fixtures/${name}`, import.meta.url));
@@ -318,47 +317,6 @@ Deno.test("createNatReader() gives no view and logs nothing once aborted", async
   controller.abort();
   assert.equal(await nat.read(controller.signal), undefined);
   assert.equal(log.count("warn"), 0);
-});
-
-Deno.test("spaceNatReads() reuses a slow source's view until four times its cost has passed", async () => {
-  const clock = new FakeClock();
-  let reads = 0;
-  const slow: NatReader = {
-    read: () => {
-      reads++;
-      clock.advance(5000); // an iptables-save of ~10,000 Services
-      return Promise.resolve(createNatView([], NODE));
-    },
-  };
-  const spaced = spaceNatReads(slow, clock);
-  await spaced.read();
-  for (let i = 0; i < 14; i++) {
-    clock.advance(1000);
-    await spaced.read();
-  }
-  // 20 s of spacing after a 5 s read: the second read starts only at t = 20 s.
-  assert.equal(reads, 1);
-  clock.advance(1000);
-  await spaced.read();
-  assert.equal(reads, 2);
-});
-
-Deno.test("spaceNatReads() reads a fast source on every cycle", async () => {
-  const clock = new FakeClock();
-  let reads = 0;
-  const fast: NatReader = {
-    read: () => {
-      reads++;
-      clock.advance(20);
-      return Promise.resolve(undefined);
-    },
-  };
-  const spaced = spaceNatReads(fast, clock);
-  for (let i = 0; i < 5; i++) {
-    await spaced.read();
-    clock.advance(1000);
-  }
-  assert.equal(reads, 5);
 });
 
 const LEGACY_WARNING =

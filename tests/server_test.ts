@@ -159,6 +159,7 @@ Deno.test("serveProbes() answers 500 and logs when the metrics cannot be rendere
     render: () => Promise.reject(new Error("registry exploded")),
     cycleCompleted: () => {},
     natSourceRead: () => {},
+    natRulesRead: () => {},
   };
   await using running = await start({ metrics: broken, logger });
   const { status } = await request(running.url("/metrics"));

@@ -26,8 +26,19 @@ export interface NatSourceRead {
   readonly outcome: "ok" | "absent" | "failed";
 }
 
+/**
+ * Why the rules were read: `first` (nothing read yet), `changed` (the nftables generation moved),
+ * `polled` (a source no generation covers, or the generation could not be read, was due).
+ */
+export type NatReadCause = "first" | "changed" | "polled";
+
+/** Every {@link NatReadCause}, in the order metrics list them. */
+export const NAT_READ_CAUSES: readonly NatReadCause[] = ["first", "changed", "polled"];
+
 /** Receives one {@link NatSourceRead} per source per read. */
 export interface NatReadObserver {
   /** Called after each source's read, never on shutdown. Must not throw. */
   natSourceRead(read: NatSourceRead): void;
+  /** Called once per read of the rules (one or more sources run), with why. Must not throw. */
+  natRulesRead?(cause: NatReadCause): void;
 }

@@ -11,7 +11,7 @@
 import process from "node:process";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Family } from "../core/flow.ts";
-import { NAT_MECHANISMS } from "../nat/nat_report.ts";
+import { NAT_MECHANISMS, NAT_READ_CAUSES, type NatReadCause } from "../nat/nat_report.ts";
 import type { NatReadObserver, NatSourceRead } from "../nat/nat_report.ts";
 import type { CycleObserver, CycleReport } from "../loop/cycle_report.ts";
 import { RULES } from "../core/verdict.ts";
@@ -26,6 +26,8 @@ export interface Metrics extends CycleObserver, NatReadObserver {
   render(): Promise<string>;
   /** The `Content-Type` of {@link Metrics.render}'s text. */
   readonly contentType: string;
+  /** Counts one read of the NAT rules by its cause. */
+  natRulesRead(cause: NatReadCause): void;
 }
 
 /** What `conntrack_cleaner_build_info` shows. */
@@ -258,6 +260,14 @@ export function createMetrics(info: BuildInfo, options: MetricsOptions = {}): Me
   for (const source of NAT_MECHANISMS) {
     for (const family of FAMILIES) natSourceFailures.inc({ source, family }, 0);
   }
+  const natRuleReads = new Counter({
+    name: `${PREFIX}nat_rule_reads_total`,
+    help: "Reads of the node's NAT rules (rule programs run), by cause: first, changed (the " +
+      "nftables generation moved) or polled (rules no generation covers).",
+    labelNames: ["cause"] as const,
+    registers,
+  });
+  for (const cause of NAT_READ_CAUSES) natRuleReads.inc({ cause }, 0);
   const buildInfo = new Gauge({
     name: `${PREFIX}build_info`,
     help: "Always 1; the labels say which agent and runtime are running.",
@@ -335,6 +345,9 @@ export function createMetrics(info: BuildInfo, options: MetricsOptions = {}): Me
       if (outcome === "absent") natSourceUp.remove(labels);
       else natSourceUp.set(labels, outcome === "ok" ? 1 : 0);
       if (outcome === "failed") natSourceFailures.inc(labels);
+    },
+    natRulesRead(cause: NatReadCause): void {
+      natRuleReads.inc({ cause });
     },
   };
 }

@@ -7,9 +7,9 @@
  */
 import assert from "node:assert/strict";
 import { rootTest } from "../root.ts";
-import { runToEnd } from "../../lib/seams/spawn.ts";
 import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
 import { createNetns } from "../../bench/fill_table.ts";
+import { fixtureInNetns } from "./harness.ts";
 
 const PROBE = new URL("../fixtures/event_probe.ts", import.meta.url).pathname;
 
@@ -22,20 +22,11 @@ interface ProbeResult {
 
 async function probe(blocks: string, receiveBuffer: number, lines: string[]): Promise<ProbeResult> {
   await using ns = await createNetns(denoSpawn, "events");
-  const out = await runToEnd(denoSpawn, "ip", [
-    "netns",
-    "exec",
-    ns.name,
-    Deno.execPath(),
-    "run",
-    "--allow-ffi",
-    "--allow-run=conntrack",
-    PROBE,
-    blocks,
-    String(receiveBuffer),
-  ], { stdin: lines.join("\n") + "\n" });
-  assert.equal(out.code, 0, out.stderr);
-  return JSON.parse(out.stdout) as ProbeResult;
+  return await fixtureInNetns<ProbeResult>(ns.name, PROBE, {
+    permissions: ["--allow-ffi", "--allow-run=conntrack"],
+    args: [blocks, String(receiveBuffer)],
+    stdin: lines.join("\n") + "\n",
+  });
 }
 
 function tcp(src: string, dst: string, sport: number, dport = 80): string {

@@ -7,9 +7,9 @@
  */
 import assert from "node:assert/strict";
 import { rootTest } from "../root.ts";
-import { runToEnd } from "../../lib/seams/spawn.ts";
 import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
 import { createNetns } from "../../bench/fill_table.ts";
+import { fixtureInNetns } from "./harness.ts";
 
 const PROBE = new URL("../fixtures/event_lister_probe.ts", import.meta.url).pathname;
 
@@ -21,23 +21,13 @@ interface Listing {
 
 rootTest("EventLister follows the real table through events and GETs (root, netns)", async () => {
   await using ns = await createNetns(denoSpawn, "evlist");
-  const out = await runToEnd(denoSpawn, "ip", [
-    "netns",
-    "exec",
-    ns.name,
-    Deno.execPath(),
-    "run",
-    "--allow-ffi",
-    "--allow-read=/proc/sys/net/netfilter",
-    "--allow-run=conntrack",
-    PROBE,
-    "192.0.2.0/24",
-  ]);
-  assert.equal(out.code, 0, out.stderr);
-  const { listings, counts } = JSON.parse(out.stdout) as {
+  const { listings, counts } = await fixtureInNetns<{
     listings: Listing[];
     counts: { gets: number; resyncs: number; tracked: number; received: { new: number } };
-  };
+  }>(ns.name, PROBE, {
+    permissions: ["--allow-ffi", "--allow-read=/proc/sys/net/netfilter", "--allow-run=conntrack"],
+    args: ["192.0.2.0/24"],
+  });
   const a = "0/-/- src=198.51.100.2 dst=192.0.2.10 sport=40000 dport=80";
   const b = "0/-/- src=198.51.100.3 dst=192.0.2.11 sport=40001 dport=80";
   const zoned = "7/-/- src=198.51.100.4 dst=192.0.2.12 sport=40002 dport=80";

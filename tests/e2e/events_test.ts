@@ -13,15 +13,16 @@ import { ADDRESSES } from "./testbed.ts";
 import type { AgentProcess, Testbed } from "./testbed.ts";
 import {
   agentCommand,
-  BASE_FLAGS,
   CLIENT_PORT,
   createBed,
+  deletionRecord,
   e2eTest,
   holdEstablishedFlow,
   isStale,
   listingCostMs,
   namesStuckFlow,
   RETRY_MS,
+  scenarioFlags,
   SLACK_MS,
   sleep,
   stuckClient,
@@ -43,11 +44,7 @@ async function inEventMode(agent: AgentProcess): Promise<void> {
 }
 
 async function deletedBy(agent: AgentProcess, family: Family, rule: string): Promise<void> {
-  const deletion = await agent.waitFor(
-    (r) => r.message === "deleted stale flow" && namesStuckFlow(r, family),
-    1000,
-    "the deletion log line",
-  );
+  const deletion = await deletionRecord(agent, (r) => namesStuckFlow(r, family));
   assert.equal(deletion.properties["rule"], rule);
 }
 
@@ -56,18 +53,12 @@ async function renewalUnsticks(family: Family, clientFirst: boolean): Promise<vo
   await using bed = await createBed();
   const cost = await listingCostMs(bed);
   await using held = await holdEstablishedFlow(bed, family);
-  const flags = [
-    ...BASE_FLAGS,
+  const flags = scenarioFlags(
+    { periodMs: PERIOD_MS, maxAge: "0", natSource: "off" },
     ...EVENTS,
-    "--dump-frequency",
-    `${PERIOD_MS}ms`,
     "--renewal-threshold",
     String(THRESHOLD),
-    "--unreplied-max-age",
-    "0",
-    "--nat-source",
-    "off",
-  ];
+  );
   let agent: AgentProcess | undefined;
   if (!clientFirst) {
     agent = await bed.startAgent(command, flags);
@@ -104,17 +95,14 @@ async function ageUnsticks(
 ): Promise<AgentProcess> {
   const command = await agentCommand();
   const cost = await listingCostMs(bed);
-  const agent = await bed.startAgent(command, [
-    ...BASE_FLAGS,
-    ...EVENTS,
-    ...extra,
-    "--dump-frequency",
-    `${PERIOD_MS}ms`,
-    "--unreplied-max-age",
-    `${MAX_AGE_MS / 1000}s`,
-    "--nat-source",
-    "off",
-  ]);
+  const agent = await bed.startAgent(
+    command,
+    scenarioFlags(
+      { periodMs: PERIOD_MS, maxAge: `${MAX_AGE_MS / 1000}s`, natSource: "off" },
+      ...EVENTS,
+      ...extra,
+    ),
+  );
   try {
     await inEventMode(agent);
     const since = performance.now();
@@ -176,16 +164,10 @@ e2eTest(
   async () => {
     const command = await agentCommand();
     await using bed = await createBed({ proxy: "nftables" });
-    await using agent = await bed.startAgent(command, [
-      ...BASE_FLAGS,
-      ...EVENTS,
-      "--dump-frequency",
-      `${PERIOD_MS}ms`,
-      "--unreplied-max-age",
-      "0",
-      "--nat-source",
-      "nftables",
-    ]);
+    await using agent = await bed.startAgent(
+      command,
+      scenarioFlags({ periodMs: PERIOD_MS, maxAge: "0", natSource: "nftables" }, ...EVENTS),
+    );
     await inEventMode(agent);
     await using client = await bed.startClient("ipv4", {
       sport: CLIENT_PORT,
@@ -210,15 +192,10 @@ e2eTest(
     await using bed = await createBed();
     const off = await bed.exec("node", ["sysctl", "-qw", "net.netfilter.nf_conntrack_events=0"]);
     assert.equal(off.code, 0, off.stderr);
-    await using agent = await bed.startAgent(command, [
-      ...BASE_FLAGS,
-      "--dump-frequency",
-      `${PERIOD_MS}ms`,
-      "--unreplied-max-age",
-      `${MAX_AGE_MS / 1000}s`,
-      "--nat-source",
-      "off",
-    ]);
+    await using agent = await bed.startAgent(
+      command,
+      scenarioFlags({ periodMs: PERIOD_MS, maxAge: `${MAX_AGE_MS / 1000}s`, natSource: "off" }),
+    );
     const chosen = await agent.waitFor(
       (r) => r.message.startsWith("conntrack events unavailable"),
       5000,

@@ -1,11 +1,13 @@
 /**
  * Shared steps of the namespace scenarios: registering a root-only test, the long-lived
- * ESTABLISHED flow every scenario keeps an eye on, and the client stuck on a stale entry.
+ * ESTABLISHED flow every scenario keeps an eye on, the client stuck on a stale entry, and running
+ * a fixture script inside a namespace.
  *
  * @module
  */
 import assert from "node:assert/strict";
 import type { Family } from "../../lib/core/flow.ts";
+import { runToEnd } from "../../lib/seams/spawn.ts";
 import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
 import {
   ADDRESSES,
@@ -220,6 +222,48 @@ export async function listingCostMs(bed: Testbed): Promise<number> {
     worst = Math.max(worst, performance.now() - start);
   }
   return worst;
+}
+
+/** How {@link fixtureInNetns} runs a fixture script. */
+export interface FixtureRun {
+  /** Deno's permission flags for it, e.g. `--allow-ffi`. */
+  readonly permissions: readonly string[];
+  /**
+   * Its arguments.
+   * @default {[]}
+   */
+  readonly args?: readonly string[];
+  /** What it reads on standard input; nothing when absent. */
+  readonly stdin?: string;
+}
+
+/**
+ * Runs the Deno script `fixture` inside the namespace `netns` (a netlink socket belongs to the
+ * namespace of its process), asserts that it exited 0, and returns what it printed, parsed as
+ * JSON.
+ */
+export async function fixtureInNetns<T>(
+  netns: string,
+  fixture: string,
+  run: FixtureRun,
+): Promise<T> {
+  const out = await runToEnd(
+    denoSpawn,
+    "ip",
+    [
+      "netns",
+      "exec",
+      netns,
+      Deno.execPath(),
+      "run",
+      ...run.permissions,
+      fixture,
+      ...run.args ?? [],
+    ],
+    run.stdin === undefined ? {} : { stdin: run.stdin },
+  );
+  assert.equal(out.code, 0, out.stderr);
+  return JSON.parse(out.stdout) as T;
 }
 
 /** Resolves after `ms`. */

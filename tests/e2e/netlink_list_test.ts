@@ -7,10 +7,10 @@
  */
 import assert from "node:assert/strict";
 import { rootTest } from "../root.ts";
-import { runToEnd } from "../../lib/seams/spawn.ts";
 import type { Candidate } from "../../lib/core/flow.ts";
 import { denoSpawn } from "../../lib/seams/spawn_deno.ts";
 import { createNetns, fillTable, inNetns } from "../../bench/fill_table.ts";
+import { fixtureInNetns } from "./harness.ts";
 
 const HELPER = new URL("../fixtures/list_both.ts", import.meta.url).pathname;
 
@@ -45,21 +45,10 @@ rootTest("the netlink lister finds exactly what conntrack -L finds (root, netns)
     zonedShare: 0.1,
   });
   await inNetns(denoSpawn, ns.name, ["conntrack", "-R", "-"], SPECIAL.join("\n") + "\n");
-  const out = await runToEnd(denoSpawn, "ip", [
-    "netns",
-    "exec",
-    ns.name,
-    Deno.execPath(),
-    "run",
-    "--allow-ffi",
-    "--allow-run=conntrack",
-    HELPER,
-  ]);
-  assert.equal(out.code, 0, out.stderr);
-  const { cli, netlink } = JSON.parse(out.stdout) as {
+  const { cli, netlink } = await fixtureInNetns<{
     readonly cli: readonly Candidate[];
     readonly netlink: readonly Candidate[];
-  };
+  }>(ns.name, HELPER, { permissions: ["--allow-ffi", "--allow-run=conntrack"] });
   assert.ok(cli.length >= 1500, `only ${cli.length} candidates listed`);
   assert.deepEqual(netlink.map((c) => c.key), cli.map((c) => c.key));
   for (let i = 0; i < cli.length; i++) {

@@ -5,44 +5,27 @@
  * kernel netlink socket is handled in the sender's system call), so the answers are all queued
  * when it returns and are taken without waiting.
  *
- * The encoding is pure ({@link getRequests}, {@link readGetAnswer}); {@link getFlows} drives a
- * socket. Answers are read with the listing's codec (`readDumpBuffer`), so a GET's candidate is
+ * The encoding is pure ({@link getRequests}, the same request a DELETE is, by `ctnetlink.ts`'s
+ * `writeFlowRequest`; {@link readGetAnswers}); {@link getFlows} drives a socket. Answers are read with the listing's codec (`readDumpBuffer`), so a GET's candidate is
  * exactly what a dump would have listed.
  *
  * @module
  */
-import { parseAddress } from "../../core/cidr.ts";
 import {
-  AF_INET,
-  AF_INET6,
   errnoName,
-  IPPROTO_TCP,
   IPS_SEEN_REPLY,
+  MAX_FLOW_REQUEST,
   readDumpBuffer,
+  writeFlowRequest,
 } from "./ctnetlink.ts";
 import type { Candidate, Flow } from "../../core/flow.ts";
 import type { RawNetlinkSocket } from "./netlink_socket_ffi.ts";
 
 const NLMSG_HEADER = 16;
 const NFGENMSG = 4;
-const NLM_F_REQUEST = 0x1;
 const NLMSG_ERROR = 2;
-const CT_GET = (1 << 8) | 1;
 const CT_NEW = (1 << 8) | 0;
 const CTA_STATUS = 3;
-const NLA_F_NESTED = 0x8000;
-const CTA_TUPLE_ORIG = 1;
-const CTA_ZONE = 18;
-const CTA_TUPLE_IP = 1;
-const CTA_TUPLE_PROTO = 2;
-const CTA_TUPLE_ZONE = 3;
-const CTA_IP_V4_SRC = 1;
-const CTA_IP_V4_DST = 2;
-const CTA_IP_V6_SRC = 3;
-const CTA_IP_V6_DST = 4;
-const CTA_PROTO_NUM = 1;
-const CTA_PROTO_SRC_PORT = 2;
-const CTA_PROTO_DST_PORT = 3;
 const ENOENT = 2;
 
 /** What the kernel said of one flow. */
@@ -67,82 +50,10 @@ export type GetAnswer =
     readonly reason: string;
   };
 
-/** Bytes of the GET for `flow` with sequence number `seq`, appended into `out` at `at`. */
-function writeGet(out: DataView, bytes: Uint8Array, at: number, flow: Flow, seq: number): number {
-  const v6 = flow.family === "ipv6";
-  const start = at;
-  at += NLMSG_HEADER;
-  bytes[at] = v6 ? AF_INET6 : AF_INET;
-  bytes[at + 1] = 0;
-  out.setUint16(at + 2, 0, false);
-  at += NFGENMSG;
-  const tupleAt = at;
-  at += 4;
-  const ipAt = at;
-  at += 4;
-  at = writeAddress(out, bytes, at, v6 ? CTA_IP_V6_SRC : CTA_IP_V4_SRC, flow.original.src, v6);
-  at = writeAddress(out, bytes, at, v6 ? CTA_IP_V6_DST : CTA_IP_V4_DST, flow.original.dst, v6);
-  header(out, ipAt, at - ipAt, CTA_TUPLE_IP | NLA_F_NESTED);
-  const protoAt = at;
-  at += 4;
-  header(out, at, 5, CTA_PROTO_NUM);
-  bytes[at + 4] = IPPROTO_TCP;
-  at += 8;
-  header(out, at, 6, CTA_PROTO_SRC_PORT);
-  out.setUint16(at + 4, flow.original.sport, false);
-  at += 8;
-  header(out, at, 6, CTA_PROTO_DST_PORT);
-  out.setUint16(at + 4, flow.original.dport, false);
-  at += 8;
-  header(out, protoAt, at - protoAt, CTA_TUPLE_PROTO | NLA_F_NESTED);
-  if (flow.origZone !== undefined) {
-    header(out, at, 6, CTA_TUPLE_ZONE);
-    out.setUint16(at + 4, flow.origZone, false);
-    at += 8;
-  }
-  header(out, tupleAt, at - tupleAt, CTA_TUPLE_ORIG | NLA_F_NESTED);
-  if (flow.zone !== 0) {
-    header(out, at, 6, CTA_ZONE);
-    out.setUint16(at + 4, flow.zone, false);
-    at += 8;
-  }
-  out.setUint32(start, at - start, true);
-  out.setUint16(start + 4, CT_GET, true);
-  out.setUint16(start + 6, NLM_F_REQUEST, true);
-  out.setUint32(start + 8, seq >>> 0, true);
-  out.setUint32(start + 12, 0, true);
-  return at;
-}
-
-function header(view: DataView, at: number, length: number, type: number): void {
-  view.setUint16(at, length, true);
-  view.setUint16(at + 2, type, true);
-}
-
-function writeAddress(
-  view: DataView,
-  bytes: Uint8Array,
-  at: number,
-  type: number,
-  text: string,
-  v6: boolean,
-): number {
-  const value = parseAddress(text).value;
-  const size = v6 ? 16 : 4;
-  header(view, at, 4 + size, type);
-  for (let i = 0; i < size; i++) {
-    bytes[at + 4 + i] = Number((value >> BigInt((size - 1 - i) * 8)) & 0xffn);
-  }
-  return at + 4 + size;
-}
-
-/** The longest GET: an IPv6 tuple with both zones. */
-const MAX_GET = NLMSG_HEADER + NFGENMSG + 4 + 4 + 2 * 20 + 4 + 3 * 8 + 8 + 8;
-
 /**
  * The GETs for `flows`, in one buffer, numbered `firstSeq`, `firstSeq + 1`, ...
  *
- * @throws {RangeError} when a flow's address does not parse (a flow the codec never makes).
+ * @throws {RangeError} when a flow's address or port does not fit (a flow the codec never makes).
  *
  * @example
  * ```ts
@@ -159,7 +70,7 @@ const MAX_GET = NLMSG_HEADER + NFGENMSG + 4 + 4 + 2 * 20 + 4 + 3 * 8 + 8 + 8;
 export function getRequests(
   flows: readonly Flow[],
   firstSeq: number,
-  into: Uint8Array = new Uint8Array(flows.length * MAX_GET),
+  into: Uint8Array = new Uint8Array(flows.length * MAX_FLOW_REQUEST),
 ): Uint8Array {
   const view = new DataView(into.buffer, into.byteOffset, into.byteLength);
   let at = 0;
@@ -181,8 +92,11 @@ const ENCODED = new WeakMap<Flow, Uint8Array>();
 function encoded(flow: Flow): Uint8Array {
   let message = ENCODED.get(flow);
   if (message === undefined) {
-    const bytes = new Uint8Array(MAX_GET);
-    message = bytes.slice(0, writeGet(new DataView(bytes.buffer), bytes, 0, flow, 0));
+    const bytes = new Uint8Array(MAX_FLOW_REQUEST);
+    message = bytes.slice(
+      0,
+      writeFlowRequest(new DataView(bytes.buffer), bytes, 0, "get", { flow }, 0),
+    );
     ENCODED.set(flow, message);
   }
   return message;
@@ -271,7 +185,7 @@ export function getFlows(
 ): boolean {
   // Answers left over from an earlier, broken-off round must not be taken for this one's.
   while (socket.receiveNow(buffer).kind === "data");
-  const requests = new Uint8Array(GETS_PER_SEND * MAX_GET);
+  const requests = new Uint8Array(GETS_PER_SEND * MAX_FLOW_REQUEST);
   let seqBase = 1;
   for (let from = 0; from < flows.length; from += GETS_PER_SEND) {
     const chunk = flows.slice(from, from + GETS_PER_SEND);

@@ -2,7 +2,8 @@
  * The ctnetlink messages of a table listing, as bytes: the dump request the agent sends and the
  * reading of what the kernel answers, entry by entry, into the same {@link Candidate}s the
  * tokenizer makes of `conntrack -L` lines; and the deletion of exact entries
- * ({@link deleteRequests}, {@link readAcks}).
+ * ({@link deleteRequests}, {@link readAcks}), whose request, but for its type, is also the GET of
+ * one entry ({@link writeFlowRequest}).
  *
  * Pure: no socket here (see `netlink_list.ts`). The attribute numbers are the kernel's
  * (`include/uapi/linux/netfilter/nfnetlink_conntrack.h`); integers in attributes are big-endian,
@@ -392,8 +393,12 @@ export interface DeleteEntry {
   readonly id?: number;
 }
 
-/** The longest DELETE: an IPv6 original tuple with its zone, the zone, and the id. */
-const MAX_DELETE = NLMSG_HEADER + NFGENMSG + 4 + (4 + 2 * 20) + (4 + 3 * 8) + 8 + 8 + 8;
+/**
+ * The longest request {@link writeFlowRequest} writes: an IPv6 original tuple with its zone, the
+ * zone, and the id.
+ */
+export const MAX_FLOW_REQUEST = NLMSG_HEADER + NFGENMSG + 4 + (4 + 2 * 20) + (4 + 3 * 8) + 8 + 8 +
+  8;
 
 /**
  * The `IPCTNL_MSG_CT_DELETE` requests for `entries`, one netlink message each in one buffer (one
@@ -420,19 +425,41 @@ const MAX_DELETE = NLMSG_HEADER + NFGENMSG + 4 + (4 + 2 * 20) + (4 + 3 * 8) + 8 
  * ```
  */
 export function deleteRequests(entries: readonly DeleteEntry[], firstSeq: number): Uint8Array {
-  const bytes = new Uint8Array(entries.length * MAX_DELETE);
+  const bytes = new Uint8Array(entries.length * MAX_FLOW_REQUEST);
   const view = new DataView(bytes.buffer);
   let at = 0;
   entries.forEach((entry, i) => {
-    at = writeDelete(view, bytes, at, entry, firstSeq + i);
+    at = writeFlowRequest(view, bytes, at, "delete", entry, firstSeq + i);
   });
   return bytes.subarray(0, at);
 }
 
-function writeDelete(
+/**
+ * Writes at `start` the request of `kind` for one entry, named by its original tuple (with its
+ * directional zone), its zone when not 0 and its id when known, and returns where it ends: a
+ * `delete` asks for an acknowledgement, a `get` is answered with the entry (`ct_get.ts`). `bytes`
+ * and `view` are one buffer with room for {@link MAX_FLOW_REQUEST} bytes from `start`.
+ *
+ * @throws {RangeError} when an address does not fit its family, or a port, zone or id its width.
+ *
+ * @example
+ * ```ts
+ * import { MAX_FLOW_REQUEST, writeFlowRequest } from "./ctnetlink.ts";
+ * const bytes = new Uint8Array(MAX_FLOW_REQUEST);
+ * const flow = {
+ *   family: "ipv4",
+ *   original: { src: "198.51.100.2", dst: "192.0.2.10", sport: 40000, dport: 80 },
+ *   reply: { src: "192.0.2.10", dst: "198.51.100.2", sport: 80, dport: 40000 },
+ *   zone: 0,
+ * } as const;
+ * writeFlowRequest(new DataView(bytes.buffer), bytes, 0, "get", { flow }, 1); // 72
+ * ```
+ */
+export function writeFlowRequest(
   view: DataView,
   bytes: Uint8Array,
   start: number,
+  kind: "get" | "delete",
   entry: DeleteEntry,
   seq: number,
 ): number {
@@ -442,14 +469,14 @@ function writeDelete(
   const dst = addressBytes(o.dst, flow.family);
   if (src === undefined || dst === undefined) {
     throw new RangeError(
-      `Cannot encode a DELETE as ${flow.family}: current value is ${o.src} > ${o.dst}`,
+      `Cannot encode a ${kind.toUpperCase()} as ${flow.family}: current value is ${o.src} > ${o.dst}`,
     );
   }
-  checkWidth("port", o.sport, 0xffff);
-  checkWidth("port", o.dport, 0xffff);
-  checkWidth("zone", flow.zone, 0xffff);
-  if (flow.origZone !== undefined) checkWidth("zone", flow.origZone, 0xffff);
-  if (id !== undefined) checkWidth("id", id, 0xffffffff);
+  checkWidth(kind, "port", o.sport, 0xffff);
+  checkWidth(kind, "port", o.dport, 0xffff);
+  checkWidth(kind, "zone", flow.zone, 0xffff);
+  if (flow.origZone !== undefined) checkWidth(kind, "zone", flow.origZone, 0xffff);
+  if (id !== undefined) checkWidth(kind, "id", id, 0xffffffff);
   let at = start + NLMSG_HEADER;
   bytes[at] = flow.family === "ipv4" ? AF_INET : AF_INET6;
   // NFNETLINK_V0 and res_id 0.
@@ -479,16 +506,18 @@ function writeDelete(
     at += 8;
   }
   view.setUint32(start, at - start, true);
-  view.setUint16(start + 4, CT_DELETE, true);
-  view.setUint16(start + 6, NLM_F_REQUEST | NLM_F_ACK, true);
+  view.setUint16(start + 4, kind === "delete" ? CT_DELETE : CT_GET, true);
+  view.setUint16(start + 6, kind === "delete" ? NLM_F_REQUEST | NLM_F_ACK : NLM_F_REQUEST, true);
   view.setUint32(start + 8, seq >>> 0, true);
   view.setUint32(start + 12, 0, true);
   return at;
 }
 
-function checkWidth(what: string, value: number, max: number): void {
+function checkWidth(kind: string, what: string, value: number, max: number): void {
   if (!Number.isInteger(value) || value < 0 || value > max) {
-    throw new RangeError(`Cannot encode ${what} in a DELETE: current value is ${value}`);
+    throw new RangeError(
+      `Cannot encode ${what} in a ${kind.toUpperCase()}: current value is ${value}`,
+    );
   }
 }
 

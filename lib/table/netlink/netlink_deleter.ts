@@ -37,7 +37,7 @@ import type { DeleteEntry } from "./ctnetlink.ts";
 import { type GetAnswer, getFlows } from "./ct_get.ts";
 import { type DeleteAnswer, deleteEntries, DELETES_PER_SEND } from "./ct_delete.ts";
 import { openNetlinkLibraries, RawNetlinkSocket } from "./netlink_socket_ffi.ts";
-import { describeUnavailable, libraryPaths, openLibrary } from "../../seams/native_library.ts";
+import { libraryPaths } from "../../seams/native_library.ts";
 
 /** Result of {@link openNetlinkDeleter}. */
 export type NetlinkOpen =
@@ -63,19 +63,8 @@ export interface NetlinkOptions {
   readonly libraryPaths?: readonly string[];
 }
 
-const LIBRARY = "libmnl.so.0";
-
 /** Where libmnl is looked for by default: the multiarch and lib64 directories. */
-export const DEFAULT_LIBRARY_PATHS: readonly string[] = libraryPaths(LIBRARY);
-
-/** The libmnl functions the raw socket calls: what a file must have to be a usable libmnl. */
-const MNL_SYMBOLS = {
-  mnl_socket_open: { parameters: ["i32"], result: "pointer" },
-  mnl_socket_get_fd: { parameters: ["pointer"], result: "i32" },
-  mnl_socket_bind: { parameters: ["pointer", "u32", "i32"], result: "i32" },
-  mnl_socket_sendto: { parameters: ["pointer", "buffer", "usize"], result: "isize" },
-  mnl_socket_close: { parameters: ["pointer"], result: "i32" },
-} as const;
+export const DEFAULT_LIBRARY_PATHS: readonly string[] = libraryPaths("libmnl.so.0");
 
 /**
  * Loads libmnl and libc and opens a netlink socket in the current network namespace. Never
@@ -96,7 +85,7 @@ const MNL_SYMBOLS = {
 export function openNetlinkDeleter(options: NetlinkOptions = {}): NetlinkOpen {
   const paths = options.libraryPaths ?? DEFAULT_LIBRARY_PATHS;
   const opened = openNetlinkLibraries(paths);
-  if (opened.kind !== "ok") return { kind: "unavailable", reason: whyUnavailable(paths, opened) };
+  if (opened.kind !== "ok") return opened;
   const libraries = opened.libraries;
   // Room for a whole datagram of GET answers, each of which the kernel accounts at a page or so.
   const socket = RawNetlinkSocket.open(libraries, {
@@ -107,23 +96,6 @@ export function openNetlinkDeleter(options: NetlinkOptions = {}): NetlinkOpen {
     return { kind: "unavailable", reason: socket };
   }
   return { kind: "ok", deleter: createNetlinkDeleter(socket, libraries) };
-}
-
-/**
- * Why the libraries could not be had, with the loader's diagnosis of a file that is there but is
- * not a usable libmnl (`openNetlinkLibraries` says only "not found").
- */
-function whyUnavailable(
-  paths: readonly string[],
-  opened: { readonly reason: string },
-): string {
-  const probe = openLibrary(paths, MNL_SYMBOLS);
-  if (probe.kind === "ok") {
-    // libmnl is fine: libc was the trouble (under an --allow-ffi scoped to libmnl's paths, say).
-    probe.library.close();
-    return `${opened.reason} (${LIBRARY} loads, libc.so.6 does not)`;
-  }
-  return describeUnavailable(LIBRARY, probe);
 }
 
 /** The part of a netlink socket the deleter uses (a fake in tests). */

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { libraryPaths, openLibrary } from "../../seams/native_library.ts";
+import { describeUnavailable, libraryPaths, openLibrary } from "../../seams/native_library.ts";
 
 const MNL_SYMBOLS = {
   mnl_socket_open: { parameters: ["i32"], result: "pointer" },
@@ -58,27 +58,35 @@ export type NetlinkLibrariesOpen =
     readonly reason: string;
   };
 
+const LIBMNL = "libmnl.so.0";
+const LIBC = "libc.so.6";
+
 /**
- * Loads libmnl and libc for raw netlink sockets, or says why they cannot be had.
+ * Loads libmnl and libc for raw netlink sockets, or says in one line why they cannot be had: the
+ * loader's diagnosis of a file that is there but is not a usable libmnl, and, when libmnl loads
+ * but libc does not (under an `--allow-ffi` scoped to libmnl's paths, say), that libc is the
+ * trouble.
  *
  * @param mnlPaths Where libmnl is looked for.
+ *
+ * @example
+ * ```ts
+ * import { openNetlinkLibraries } from "./netlink_socket_ffi.ts";
+ * const opened = openNetlinkLibraries(["/nonexistent/libmnl.so.0"]);
+ * opened.kind === "unavailable" && opened.reason; // "libmnl.so.0 not found"
+ * ```
  */
 export function openNetlinkLibraries(
-  mnlPaths: readonly string[] = libraryPaths("libmnl.so.0"),
+  mnlPaths: readonly string[] = libraryPaths(LIBMNL),
 ): NetlinkLibrariesOpen {
   const mnl = openLibrary(mnlPaths, MNL_SYMBOLS);
-  if (mnl.kind !== "ok") {
-    return {
-      kind: "unavailable",
-      reason: mnl.denied ? "--allow-ffi not granted" : "libmnl.so.0 not found",
-    };
-  }
-  const libc = openLibrary(["libc.so.6"], LIBC_SYMBOLS);
+  if (mnl.kind !== "ok") return { kind: "unavailable", reason: describeUnavailable(LIBMNL, mnl) };
+  const libc = openLibrary([LIBC], LIBC_SYMBOLS);
   if (libc.kind !== "ok") {
     mnl.library.close();
     return {
       kind: "unavailable",
-      reason: libc.denied ? "--allow-ffi not granted" : "libc.so.6 not found",
+      reason: `${describeUnavailable(LIBC, libc)} (${LIBMNL} loads, ${LIBC} does not)`,
     };
   }
   let closed = false;
