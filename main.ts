@@ -104,11 +104,11 @@ async function main(): Promise<number> {
     clock: systemClock,
   });
   const options = agentOptions(config);
+  const lister = chooseLister(config, logger);
+  if (lister instanceof BackendUnavailableError) return fail(lister.message, 2);
 
   if (invocation.kind === "scan") {
     // Without a deleter the agent can only assess: scan deletes nothing by construction.
-    const lister = chooseLister(config, logger);
-    if (lister instanceof BackendUnavailableError) return fail(lister.message, 2);
     const agent = createAgent({
       lister,
       clock: systemClock,
@@ -126,8 +126,6 @@ async function main(): Promise<number> {
     });
   }
 
-  const lister = chooseLister(config, logger);
-  if (lister instanceof BackendUnavailableError) return fail(lister.message, 2);
   const deleter = orUnavailable(() =>
     selectDeleter(backendOptions(config.deleteBackend, config, logger), () => openNetlinkDeleter())
   );

@@ -11,7 +11,7 @@
 import { type Address, type AddressFamily, parseAddress, tryParseAddress } from "./address.ts";
 
 // The address parser is re-exported because a block and the addresses it holds are read alike,
-// and the NAT view and the command line read both; it is defined once, in address.ts.
+// and the command line reads both; it is defined once, in address.ts.
 export { type Address, parseAddress };
 
 /** A parsed CIDR block. IPv4-mapped IPv6 blocks (`::ffff:a.b.c.d/n`) are kept as IPv6. */

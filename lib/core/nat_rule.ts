@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { parseAddress } from "./cidr.ts";
+import { tryParseAddress } from "./address.ts";
 import type { Flow } from "./flow.ts";
 
 /** One address and port the node's rules translate a packet to. */
@@ -128,11 +128,7 @@ function sameTarget(target: NatTarget, address: string, port: number): boolean {
   if (target.port !== port) return false;
   if (target.address === address) return true;
   // Rule sources and conntrack may spell one IPv6 address differently.
-  try {
-    const a = parseAddress(target.address);
-    const b = parseAddress(address);
-    return a.family === b.family && a.value === b.value;
-  } catch {
-    return false;
-  }
+  const a = tryParseAddress(target.address);
+  const b = tryParseAddress(address);
+  return a !== undefined && b !== undefined && a.family === b.family && a.value === b.value;
 }

@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { type Address, addressInCidr, type Cidr, parseAddress } from "./cidr.ts";
+import { tryParseAddress } from "./address.ts";
+import { addressInCidr, type Cidr } from "./cidr.ts";
 import type { Flow } from "./flow.ts";
 
 /** The operator's selection of flows by destination (the configuration's target options). */
@@ -55,16 +56,9 @@ export function makeTargetFilter(target: Target): (flow: Flow) => boolean {
   if (destinations.length === 0 && excludeDestinations.length === 0) {
     return ports === undefined ? () => true : (flow) => ports.has(flow.original.dport);
   }
-  const parse = (text: string): Address | undefined => {
-    try {
-      return parseAddress(text);
-    } catch {
-      return undefined;
-    }
-  };
   return (flow) => {
     if (ports !== undefined && !ports.has(flow.original.dport)) return false;
-    const dst = parse(flow.original.dst);
+    const dst = tryParseAddress(flow.original.dst);
     if (dst === undefined) return false;
     if (excludeDestinations.some((cidr) => addressInCidr(cidr, dst))) return false;
     return destinations.length === 0 || destinations.some((cidr) => addressInCidr(cidr, dst));

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { parseAddress } from "../core/cidr.ts";
+import { tryParseAddress } from "../core/address.ts";
 import type { Family } from "../core/flow.ts";
 
 /**
@@ -266,13 +266,7 @@ function literalSpan(value: unknown, kind: Kind): Span | undefined {
 function scalar(value: unknown, kind: Kind): bigint | undefined {
   if (typeof value === "number" && Number.isInteger(value)) return BigInt(value);
   if (typeof value !== "string") return undefined;
-  if (kind === "addr") {
-    try {
-      return parseAddress(value).value;
-    } catch {
-      return undefined;
-    }
-  }
+  if (kind === "addr") return tryParseAddress(value)?.value;
   if (kind === "proto") {
     const number = PROTOCOLS[value];
     return number === undefined ? undefined : BigInt(number);

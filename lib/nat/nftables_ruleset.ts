@@ -36,7 +36,7 @@
  *
  * @module
  */
-import { parseAddress } from "../core/cidr.ts";
+import { tryParseAddress } from "../core/address.ts";
 import type { Family } from "../core/flow.ts";
 import type { NatEndpoint, NatPacket, NatPathVerdict, NatRuleset, NodeFacts } from "./nat_path.ts";
 import {
@@ -130,11 +130,9 @@ class NftablesRuleset implements NatRuleset {
     if (!Number.isInteger(packet.sport) || !Number.isInteger(packet.dport)) {
       return { kind: "unknown", rule: `the ports of ${packet.src} -> ${packet.dst}` };
     }
-    let src: bigint, dst: bigint;
-    try {
-      src = parseAddress(packet.src).value;
-      dst = parseAddress(packet.dst).value;
-    } catch {
+    const src = tryParseAddress(packet.src)?.value;
+    const dst = tryParseAddress(packet.dst)?.value;
+    if (src === undefined || dst === undefined) {
       return { kind: "unknown", rule: `an address of ${packet.src} -> ${packet.dst}` };
     }
     const locals = this.#localsOf(node.localAddresses)[packet.family];
@@ -156,12 +154,9 @@ class NftablesRuleset implements NatRuleset {
     if (!parsed) {
       const values = { ipv4: new Set<bigint>(), ipv6: new Set<bigint>() };
       for (const text of addresses) {
-        try {
-          const address = parseAddress(text);
-          values[address.family].add(address.value);
-        } catch {
-          // Not an address: it cannot be a packet's either.
-        }
+        // Not an address: it cannot be a packet's either.
+        const address = tryParseAddress(text);
+        if (address !== undefined) values[address.family].add(address.value);
       }
       parsed = values;
       this.#locals.set(addresses, parsed);
@@ -413,12 +408,7 @@ function runDnat(walk: Walk, rule: RuleView, body: unknown, state: State): Outco
 function ruleAddress(walk: Walk, text: string): bigint | undefined {
   const known = walk.view.addresses.get(text);
   if (known !== undefined || walk.view.addresses.has(text)) return known;
-  let value: bigint | undefined;
-  try {
-    value = parseAddress(text).value;
-  } catch {
-    value = undefined;
-  }
+  const value = tryParseAddress(text)?.value;
   walk.view.addresses.set(text, value);
   return value;
 }

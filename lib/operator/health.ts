@@ -64,12 +64,12 @@ export interface HealthOptions {
 }
 
 /** The shortest time without a report after which the loop is taken for stuck. */
-export const MIN_STALL_MS = 5 * 60_000;
+const MIN_STALL_MS = 5 * 60_000;
 /** The shortest age of the last successful dump after which the agent is not ready. */
-export const MIN_STALE_MS = 5_000;
+const MIN_STALE_MS = 5_000;
 
 /** The longest a loop may go without reporting and still be alive, for a given period. */
-export function stallLimitMs(periodMs: number): number {
+function stallLimitMs(periodMs: number): number {
   return Math.max(10 * periodMs, MIN_STALL_MS);
 }
 
@@ -77,7 +77,7 @@ export function stallLimitMs(periodMs: number): number {
  * The oldest the last successful dump may be while ready, for a given period and the duration
  * of that dump.
  */
-export function staleLimitMs(periodMs: number, lastDumpMs: number): number {
+function staleLimitMs(periodMs: number, lastDumpMs: number): number {
   return Math.max(3 * periodMs + lastDumpMs, MIN_STALE_MS);
 }
 

@@ -139,13 +139,10 @@ async function handle(
         body,
       };
     }
-    case "healthz": {
-      const live = options.health.liveness();
-      return live.ok ? textResponse(200, "ok\n") : textResponse(503, `${live.reason}\n`);
-    }
+    case "healthz":
     case "readyz": {
-      const ready = options.health.readiness();
-      return textResponse(ready.ok ? 200 : 503, ready.ok ? "ok\n" : `${ready.reason}\n`);
+      const state = route === "healthz" ? options.health.liveness() : options.health.readiness();
+      return state.ok ? textResponse(200, "ok\n") : textResponse(503, `${state.reason}\n`);
     }
   }
 }

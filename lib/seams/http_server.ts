@@ -236,7 +236,6 @@ class BoundedServer {
     let filled = 0;
     for (let served = 0; served < limits.maxRequestsPerConnection; served++) {
       connection.waiting = true;
-      let scanned = 0;
       let end = headEnd(buffer.subarray(0, filled));
       if (served === 0 || filled > 0) {
         connection.arm(limits.headTimeoutMs);
@@ -253,7 +252,7 @@ class BoundedServer {
         if (got === null) return;
         // The idle wait ends with the next request's first byte; its head has its own deadline.
         if (filled === 0 && served > 0) connection.arm(limits.headTimeoutMs);
-        scanned = Math.max(0, filled - 2);
+        const scanned = Math.max(0, filled - 2);
         filled += got;
         end = headEnd(buffer.subarray(0, filled), scanned);
       }

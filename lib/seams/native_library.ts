@@ -141,6 +141,6 @@ export function describeUnavailable(
 }
 
 /** Whether `error` is Deno refusing a permission. */
-export function isPermissionError(error: unknown): boolean {
+function isPermissionError(error: unknown): boolean {
   return error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied;
 }

@@ -493,7 +493,7 @@ export function writeFlowRequest(
   putHeader(view, ipAt, at - ipAt, CTA_TUPLE_IP | NLA_F_NESTED);
   const protoAt = at;
   at += 4;
-  at = putBytes(view, bytes, at, CTA_PROTO_NUM, Uint8Array.of(IPPROTO_TCP));
+  at = putBytes(view, bytes, at, CTA_PROTO_NUM, TCP_PROTO_NUM);
   at = putU16(view, at, CTA_PROTO_SRC_PORT, o.sport);
   at = putU16(view, at, CTA_PROTO_DST_PORT, o.dport);
   putHeader(view, protoAt, at - protoAt, CTA_TUPLE_PROTO | NLA_F_NESTED);
@@ -512,6 +512,9 @@ export function writeFlowRequest(
   view.setUint32(start + 12, 0, true);
   return at;
 }
+
+/** `CTA_PROTO_NUM`'s value, made once rather than per request. */
+const TCP_PROTO_NUM = Uint8Array.of(IPPROTO_TCP);
 
 function checkWidth(kind: string, what: string, value: number, max: number): void {
   if (!Number.isInteger(value) || value < 0 || value > max) {

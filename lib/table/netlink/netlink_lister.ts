@@ -14,7 +14,7 @@
  */
 import type { Candidate } from "../../core/flow.ts";
 import { dumpRequest, errnoName, readDumpBuffer } from "./ctnetlink.ts";
-import { describeUnavailable, libraryPaths, openLibrary } from "../../seams/native_library.ts";
+import { lastErrno, type NetlinkLibraries, openNetlinkLibraries } from "./netlink_socket_ffi.ts";
 import type { Dump, Lister, ListOptions } from "../lister.ts";
 
 /**
@@ -39,7 +39,7 @@ export type NetlinkListerOpen<L extends Lister & Disposable = Lister & Disposabl
 export interface NetlinkListerOptions {
   /**
    * Paths tried in order; a bare file name is left to the dynamic loader's search.
-   * @default {DEFAULT_MNL_PATHS}
+   * @default {libraryPaths("libmnl.so.0")}
    */
   readonly libraryPaths?: readonly string[];
   /** Wall-clock milliseconds, for `delta-time` (injected for tests). */
@@ -52,31 +52,6 @@ export interface NetlinkListerOptions {
   readonly receiveTimeoutMs?: number;
 }
 
-const LIBRARY = "libmnl.so.0";
-
-/** Where libmnl is looked for by default: the multiarch and lib64 directories. */
-export const DEFAULT_MNL_PATHS: readonly string[] = libraryPaths(LIBRARY);
-
-const SYMBOLS = {
-  mnl_socket_open: { parameters: ["i32"], result: "pointer" },
-  mnl_socket_get_fd: { parameters: ["pointer"], result: "i32" },
-  mnl_socket_bind: { parameters: ["pointer", "u32", "i32"], result: "i32" },
-  mnl_socket_sendto: { parameters: ["pointer", "buffer", "usize"], result: "isize" },
-  // The kernel walks the table inside recvmsg: keep that off the event loop.
-  mnl_socket_recvfrom: {
-    parameters: ["pointer", "buffer", "usize"],
-    result: "isize",
-    nonblocking: true,
-  },
-  mnl_socket_close: { parameters: ["pointer"], result: "i32" },
-} as const;
-
-const LIBC = "libc.so.6";
-const LIBC_SYMBOLS = {
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  // Why socket() failed: read on the calling thread right after the (synchronous) call.
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
 /** socket() fails with these when the process or the system is out of descriptors. */
 const EMFILE = 24;
 const ENFILE = 23;
@@ -95,26 +70,12 @@ const RECEIVE_SIZE = 64 * 1024;
 export function openNetlinkLister(
   options: NetlinkListerOptions = {},
 ): NetlinkListerOpen<NetlinkLister> {
-  const mnl = openLibrary(options.libraryPaths ?? DEFAULT_MNL_PATHS, SYMBOLS);
-  if (mnl.kind !== "ok") {
-    return {
-      kind: "unavailable",
-      reason: describeUnavailable(LIBRARY, mnl),
-    };
-  }
-  const libc = openLibrary([LIBC], LIBC_SYMBOLS);
-  if (libc.kind !== "ok") {
-    mnl.library.close();
-    return {
-      kind: "unavailable",
-      reason: libc.denied ? "--allow-ffi not granted" : `${LIBC} not found`,
-    };
-  }
+  const opened = openNetlinkLibraries(options.libraryPaths);
+  if (opened.kind !== "ok") return opened;
   return {
     kind: "ok",
     lister: new NetlinkLister(
-      mnl.library,
-      libc.library,
+      opened.libraries,
       options.wallMs ?? Date.now,
       options.receiveTimeoutMs ?? 300_000,
     ),
@@ -126,13 +87,13 @@ export function openNetlinkLister(
  * receive timeout. {@link NetlinkLister.openSocket} opens one; dispose of it to close it.
  */
 export class NetlinkSocket implements Disposable {
-  readonly #mnl: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+  readonly #mnl: NetlinkLibraries["mnl"];
   readonly #socket: Deno.PointerObject;
   readonly #timeoutMs: number;
   #closed = false;
 
   private constructor(
-    mnl: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"],
+    mnl: NetlinkLibraries["mnl"],
     socket: Deno.PointerObject,
     timeoutMs: number,
   ) {
@@ -142,14 +103,11 @@ export class NetlinkSocket implements Disposable {
   }
 
   /** Opens, binds and limits a socket, or says which step failed. */
-  static open(
-    mnl: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"],
-    libc: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"],
-    timeoutMs: number,
-  ): NetlinkSocket | string {
+  static open(libs: NetlinkLibraries, timeoutMs: number): NetlinkSocket | string {
+    const { mnl, libc } = libs;
     const socket = mnl.mnl_socket_open(NETLINK_NETFILTER);
     // Out of descriptors (EMFILE), this listing fails and the next one tries again.
-    if (socket === null) return `Cannot open a netlink socket: ${socketErrno(libc)}`;
+    if (socket === null) return `Cannot open a netlink socket: ${socketErrno(libs)}`;
     const opened = new NetlinkSocket(mnl, socket, timeoutMs);
     if (mnl.mnl_socket_bind(socket, 0, 0) < 0) {
       opened[Symbol.dispose]();
@@ -208,8 +166,7 @@ export class NetlinkSocket implements Disposable {
 export class NetlinkLister implements Lister, Disposable {
   /** The backend's name, as logs and metrics give it. */
   readonly name = "netlink";
-  readonly #library: Deno.DynamicLibrary<typeof SYMBOLS>;
-  readonly #libc: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>;
+  readonly #libs: NetlinkLibraries;
   readonly #wallMs: () => number;
   readonly #receiveTimeoutMs: number;
   readonly #buffer = new Uint8Array(RECEIVE_SIZE);
@@ -217,14 +174,8 @@ export class NetlinkLister implements Lister, Disposable {
   #closed = false;
 
   /** Use {@link openNetlinkLister}, which loads the libraries. */
-  constructor(
-    library: Deno.DynamicLibrary<typeof SYMBOLS>,
-    libc: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>,
-    wallMs: () => number,
-    receiveTimeoutMs: number,
-  ) {
-    this.#library = library;
-    this.#libc = libc;
+  constructor(libs: NetlinkLibraries, wallMs: () => number, receiveTimeoutMs: number) {
+    this.#libs = libs;
     this.#wallMs = wallMs;
     this.#receiveTimeoutMs = receiveTimeoutMs;
   }
@@ -232,7 +183,7 @@ export class NetlinkLister implements Lister, Disposable {
   /** A socket of the kind each listing opens (see {@link NetlinkSocket}), or why it failed. */
   openSocket(): NetlinkSocket | string {
     if (this.#closed) return "the netlink lister is closed";
-    return NetlinkSocket.open(this.#library.symbols, this.#libc.symbols, this.#receiveTimeoutMs);
+    return NetlinkSocket.open(this.#libs, this.#receiveTimeoutMs);
   }
 
   /** Lists the kernel's unreplied TCP entries in `SYN_SENT`, batch by batch. */
@@ -278,15 +229,13 @@ export class NetlinkLister implements Lister, Disposable {
   [Symbol.dispose](): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#library.close();
-    this.#libc.close();
+    this.#libs[Symbol.dispose]();
   }
 }
 
 /** Why socket() failed, from errno as the failed call left it. */
-function socketErrno(libc: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"]): string {
-  const pointer = libc.__errno_location();
-  const errno = pointer === null ? -1 : new Deno.UnsafePointerView(pointer).getInt32();
+function socketErrno(libs: NetlinkLibraries): string {
+  const errno = lastErrno(libs);
   if (errno === EMFILE) return "EMFILE (the agent has no file descriptor left)";
   if (errno === ENFILE) return "ENFILE (the system has no file descriptor left)";
   return errnoName(errno);

@@ -18,6 +18,12 @@ const MNL_SYMBOLS = {
   mnl_socket_get_fd: { parameters: ["pointer"], result: "i32" },
   mnl_socket_bind: { parameters: ["pointer", "u32", "i32"], result: "i32" },
   mnl_socket_sendto: { parameters: ["pointer", "buffer", "usize"], result: "isize" },
+  // The dump lister's receive, in which the kernel walks the table: keep that off the event loop.
+  mnl_socket_recvfrom: {
+    parameters: ["pointer", "buffer", "usize"],
+    result: "isize",
+    nonblocking: true,
+  },
   mnl_socket_close: { parameters: ["pointer"], result: "i32" },
 } as const;
 
@@ -252,7 +258,7 @@ export class RawNetlinkSocket {
       );
       if (got >= 0) return { kind: "data", length: got };
       // Read at once, on the thread that made the call, before anything else can set it.
-      const errno = this.#errno();
+      const errno = lastErrno(this.#libs);
       if (errno === EINTR) continue;
       if (errno === EAGAIN) return { kind: "empty" };
       return { kind: "error", errno };
@@ -308,11 +314,15 @@ export class RawNetlinkSocket {
     this.#libs.libc.close(this.#wakeRead);
     this.#libs.libc.close(this.#wakeWrite);
   }
+}
 
-  #errno(): number {
-    const location = this.#libs.libc.__errno_location();
-    return location === null ? -1 : new Deno.UnsafePointerView(location).getInt32();
-  }
+/**
+ * errno as the last synchronous libc or libmnl call on this thread left it (-1 if unreadable).
+ * Read it right after the failed call: the next call may overwrite it.
+ */
+export function lastErrno(libs: NetlinkLibraries): number {
+  const location = libs.libc.__errno_location();
+  return location === null ? -1 : new Deno.UnsafePointerView(location).getInt32();
 }
 
 /** Lays out classic BPF instructions as the kernel's `struct sock_filter` array. */
