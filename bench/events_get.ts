@@ -15,7 +15,7 @@ import type { Candidate } from "../lib/core/flow.ts";
 import { openNetlinkLister } from "../lib/table/netlink/netlink_lister.ts";
 import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import { getFlows } from "../lib/table/netlink/ct_get.ts";
-import { openNetlinkLibraries, RawNetlinkSocket } from "../lib/table/netlink/netlink_socket_ffi.ts";
+import { openNetlinkLibraries, RawNetlinkSocket } from "../lib/seams/netlink_socket.ts";
 import { createNetns, fillTable, raiseConntrackCapacity, runScriptInNetns } from "./fill_table.ts";
 
 const ROUNDS = 20;

@@ -10,7 +10,7 @@
 import process from "node:process";
 import { parseCidr } from "../lib/core/cidr.ts";
 import { ConntrackEvents, type EventGroup } from "../lib/table/netlink/ct_events.ts";
-import { openNetlinkLibraries } from "../lib/table/netlink/netlink_socket_ffi.ts";
+import { openNetlinkLibraries } from "../lib/seams/netlink_socket.ts";
 
 const [groupsText = "new", secondsText = "10", block = "-"] = Deno.args;
 const groups = groupsText.split(",") as EventGroup[];

@@ -15,7 +15,7 @@ set -euo pipefail
 # What the agent spawns (see lib/table/conntrack_cli.ts and lib/nat/nat_reader.ts), looked up on PATH.
 # The legacy flavour is run only where iptables-nft reports legacy tables (kube-proxy in legacy mode).
 PROGRAMS=(conntrack iptables-save ip6tables-save iptables-legacy-save ip6tables-legacy-save nft)
-# What the agent opens with Deno.dlopen (lib/table/netlink/netlink_socket_ffi.ts, lib/table/netlink/netlink_lister.ts), which ldd cannot see.
+# What the agent opens with Deno.dlopen (lib/seams/netlink_socket.ts, lib/table/netlink/netlink_lister.ts), which ldd cannot see.
 # It also opens libc.so.6 (for setsockopt, recv, poll, errno), which the base image's libc6 provides.
 DLOPEN_LIBS=(libmnl.so.0)
 # The Debian packages gcr.io/distroless/cc-debian12 is assembled from

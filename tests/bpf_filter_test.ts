@@ -3,7 +3,7 @@ import { parseCidr } from "../lib/core/cidr.ts";
 import type { Flow } from "../lib/core/flow.ts";
 import { BPF_MAXINSNS, eventFilterProgram } from "../lib/table/netlink/bpf_filter.ts";
 import { getRequests } from "../lib/table/netlink/ct_get.ts";
-import type { BpfInstruction } from "../lib/table/netlink/netlink_socket_ffi.ts";
+import type { BpfInstruction } from "../lib/seams/netlink_socket.ts";
 
 /** The kernel's `nla_find` over `[from, to)`: the offset of the first attribute of `type`, or 0. */
 function nlaFind(view: DataView, from: number, to: number, type: number): number {

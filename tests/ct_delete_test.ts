@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { deleteRequests, readAcks } from "../lib/table/netlink/ctnetlink.ts";
 import { type DeleteAnswer, deleteEntries } from "../lib/table/netlink/ct_delete.ts";
-import type { Received } from "../lib/table/netlink/netlink_socket_ffi.ts";
+import type { Received } from "../lib/seams/netlink_socket.ts";
 import type { Flow } from "../lib/core/flow.ts";
 import {
   ack,

@@ -7,7 +7,7 @@ import {
   openNetlinkDeleter,
 } from "../lib/table/netlink/netlink_deleter.ts";
 import { STOPPING_REASON } from "../lib/table/deleter.ts";
-import type { Received } from "../lib/table/netlink/netlink_socket_ffi.ts";
+import type { Received } from "../lib/seams/netlink_socket.ts";
 import { denoSpawn } from "../lib/seams/spawn_deno.ts";
 import type { Flow } from "../lib/core/flow.ts";
 import {

@@ -2,32 +2,19 @@
  * One request, one answer on a `NETLINK_NETFILTER` socket, through libmnl: the seam the nat
  * view uses to ask the kernel small questions (the nftables generation id) without a process.
  *
- * The socket is opened once, non-blocking, and kept for the process. The kernel handles a
+ * The socket is opened once and kept for the process. The kernel handles a
  * netfilter request while it is being sent and queues its answer before `sendto` returns, so the
  * answer is taken at once, without a helper thread; a few short waits cover anything slower, up to
  * the caller's timeout.
  *
  * @module
  */
-import {
-  describeUnavailable,
-  libraryPaths,
-  type OpenedLibrary,
-  openLibrary,
-} from "./native_library.ts";
-
-const SYMBOLS = {
-  mnl_socket_open2: { parameters: ["i32", "i32"], result: "pointer" },
-  mnl_socket_bind: { parameters: ["pointer", "u32", "i32"], result: "i32" },
-  mnl_socket_sendto: { parameters: ["pointer", "buffer", "usize"], result: "isize" },
-  mnl_socket_recvfrom: { parameters: ["pointer", "buffer", "usize"], result: "isize" },
-  mnl_socket_close: { parameters: ["pointer"], result: "i32" },
-} as const;
+import { libraryPaths } from "./native_library.ts";
+import { openNetlinkLibraries } from "./netlink_socket.ts";
 
 const LIBMNL = "libmnl.so.0";
 const NETLINK_NETFILTER = 12;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
+const MSG_DONTWAIT = 0x40;
 /** Room for one answer (libmnl's `MNL_SOCKET_BUFFER_SIZE` on 4 KiB pages). */
 const RECEIVE_BYTES = 8192;
 /** Between two looks for an answer that was not queued yet, in ms. */
@@ -60,7 +47,7 @@ export type NetfilterRequestsOpen =
   };
 
 /**
- * Opens a non-blocking `NETLINK_NETFILTER` socket through libmnl, or says in one line why it
+ * Opens a `NETLINK_NETFILTER` socket (read without blocking) through libmnl, or says in one line why it
  * cannot.
  *
  * @param paths Where libmnl is looked for.
@@ -75,28 +62,28 @@ export type NetfilterRequestsOpen =
 export function openNetfilterRequests(
   paths: readonly string[] = libraryPaths(LIBMNL),
 ): NetfilterRequestsOpen {
-  const opened: OpenedLibrary<typeof SYMBOLS> = openLibrary(paths, SYMBOLS);
-  if (opened.kind !== "ok") {
-    return { kind: "unavailable", reason: describeUnavailable(LIBMNL, opened) };
-  }
-  const { library } = opened;
-  const mnl = library.symbols;
-  const socket = mnl.mnl_socket_open2(NETLINK_NETFILTER, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  const opened = openNetlinkLibraries(paths);
+  if (opened.kind !== "ok") return { kind: "unavailable", reason: opened.reason };
+  const library = opened.libraries;
+  const { mnl, libc } = library;
+  const socket = mnl.mnl_socket_open(NETLINK_NETFILTER);
   if (socket === null) {
-    library.close();
+    library[Symbol.dispose]();
     return { kind: "unavailable", reason: "Cannot open a NETLINK_NETFILTER socket" };
   }
   if (mnl.mnl_socket_bind(socket, 0, 0) < 0) {
     mnl.mnl_socket_close(socket);
-    library.close();
+    library[Symbol.dispose]();
     return { kind: "unavailable", reason: "Cannot bind a NETLINK_NETFILTER socket" };
   }
+  const fd = mnl.mnl_socket_get_fd(socket);
   const buffer = new Uint8Array(RECEIVE_BYTES);
   let closed = false;
   // One request at a time: a second caller waits for the first one's answer.
   let queue: Promise<unknown> = Promise.resolve();
   const receiveNow = (): Uint8Array | undefined => {
-    const got = Number(mnl.mnl_socket_recvfrom(socket, buffer, BigInt(buffer.length)));
+    // Never blocks: the answer is taken when it is queued, else looked for again shortly.
+    const got = Number(libc.recv(fd, buffer, BigInt(buffer.length), MSG_DONTWAIT));
     return got > 0 ? buffer.slice(0, got) : undefined;
   };
   const exchange = async (message: Uint8Array, timeoutMs: number) => {
@@ -132,7 +119,7 @@ export function openNetfilterRequests(
         if (closed) return;
         closed = true;
         mnl.mnl_socket_close(socket);
-        library.close();
+        library[Symbol.dispose]();
       },
     },
   };

@@ -10,12 +10,12 @@
  * may keep more (ports and excluded blocks are left to that filter), never less: an event it
  * cannot read is kept, and the agent decides.
  *
- * Pure: builds instructions; `netlink_socket_ffi.ts` attaches them.
+ * Pure: builds instructions; `lib/seams/netlink_socket.ts` attaches them.
  *
  * @module
  */
 import type { Cidr } from "../../core/cidr.ts";
-import type { BpfInstruction } from "./netlink_socket_ffi.ts";
+import type { BpfInstruction } from "../../seams/netlink_socket.ts";
 
 // Opcode parts (linux/filter.h, linux/bpf_common.h).
 const LD = 0x00, LDX = 0x01, ST = 0x02, ALU = 0x04, JMP = 0x05, RET = 0x06, MISC = 0x07;

@@ -10,7 +10,7 @@
  * @module
  */
 import { type DeleteEntry, deleteRequests, errnoName, readAcks } from "./ctnetlink.ts";
-import type { RawNetlinkSocket } from "./netlink_socket_ffi.ts";
+import type { RawNetlinkSocket } from "../../seams/netlink_socket.ts";
 
 const ENOENT = 2;
 

@@ -5,7 +5,7 @@
  *
  * A full socket makes the kernel drop events; the next receive then fails with `ENOBUFS`, which
  * is reported as lost events (the caller resyncs with a dump). Waiting runs off the event loop and
- * closing ends it at once (`netlink_socket_ffi.ts`).
+ * closing ends it at once (`lib/seams/netlink_socket.ts`).
  *
  * @module
  */
@@ -18,7 +18,7 @@ import {
   ENOBUFS,
   type NetlinkLibraries,
   RawNetlinkSocket,
-} from "./netlink_socket_ffi.ts";
+} from "../../seams/netlink_socket.ts";
 
 /** A conntrack event group: new entries, their changes, their removal. */
 export type EventGroup = "new" | "update" | "destroy";

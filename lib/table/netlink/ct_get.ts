@@ -19,7 +19,7 @@ import {
   writeFlowRequest,
 } from "./ctnetlink.ts";
 import type { Candidate, Flow } from "../../core/flow.ts";
-import type { RawNetlinkSocket } from "./netlink_socket_ffi.ts";
+import type { RawNetlinkSocket } from "../../seams/netlink_socket.ts";
 
 const NLMSG_HEADER = 16;
 const NFGENMSG = 4;

@@ -30,7 +30,7 @@ import {
   RawNetlinkSocket,
   readSmallFile,
   type Received,
-} from "./netlink_socket_ffi.ts";
+} from "../../seams/netlink_socket.ts";
 
 /** The part of the event subscription the lister uses (a fake in tests). */
 export interface EventSource extends AsyncDisposable {

@@ -1,6 +1,6 @@
 /**
  * A {@link Deleter} that speaks ctnetlink itself, over the raw netlink socket the event mode uses
- * (`netlink_socket_ffi.ts`: libmnl and libc through `Deno.dlopen`), with the codec the listing
+ * (`lib/seams/netlink_socket.ts`: libmnl and libc through `Deno.dlopen`), with the codec the listing
  * uses (`ctnetlink.ts`): for every 128 flows, one datagram of GETs (`ct_get.ts`) and one of
  * DELETEs (`ct_delete.ts`), and no table dump. The conntrack CLI, by contrast, dumps the whole
  * table for every `-D`, which costs about 0.3 s per flow at 100k entries.
@@ -36,7 +36,7 @@ import type { Flow, Tuple } from "../../core/flow.ts";
 import type { DeleteEntry } from "./ctnetlink.ts";
 import { type GetAnswer, getFlows } from "./ct_get.ts";
 import { type DeleteAnswer, deleteEntries, DELETES_PER_SEND } from "./ct_delete.ts";
-import { openNetlinkLibraries, RawNetlinkSocket } from "./netlink_socket_ffi.ts";
+import { openNetlinkLibraries, RawNetlinkSocket } from "../../seams/netlink_socket.ts";
 import { libraryPaths } from "../../seams/native_library.ts";
 
 /** Result of {@link openNetlinkDeleter}. */

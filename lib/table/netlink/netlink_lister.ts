@@ -14,7 +14,11 @@
  */
 import type { Candidate } from "../../core/flow.ts";
 import { dumpRequest, errnoName, readDumpBuffer } from "./ctnetlink.ts";
-import { lastErrno, type NetlinkLibraries, openNetlinkLibraries } from "./netlink_socket_ffi.ts";
+import {
+  lastErrno,
+  type NetlinkLibraries,
+  openNetlinkLibraries,
+} from "../../seams/netlink_socket.ts";
 import type { Dump, Lister, ListOptions } from "../lister.ts";
 
 /**

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { describeUnavailable, libraryPaths, openLibrary } from "../../seams/native_library.ts";
+import { describeUnavailable, libraryPaths, openLibrary } from "./native_library.ts";
 
 const MNL_SYMBOLS = {
   mnl_socket_open: { parameters: ["i32"], result: "pointer" },
@@ -77,7 +77,7 @@ const LIBC = "libc.so.6";
  *
  * @example
  * ```ts
- * import { openNetlinkLibraries } from "./netlink_socket_ffi.ts";
+ * import { openNetlinkLibraries } from "./netlink_socket.ts";
  * const opened = openNetlinkLibraries(["/nonexistent/libmnl.so.0"]);
  * opened.kind === "unavailable" && opened.reason; // "libmnl.so.0 not found"
  * ```
